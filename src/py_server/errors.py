@@ -1,0 +1,90 @@
+"""The proxy's exceptions: one tree, messages a 1C admin can act on.
+
+    ProxyError
+    ├── ConfigError                 a setting is missing or invalid (names the setting)
+    ├── OneCError                   anything that went wrong talking to 1C
+    │   ├── OneCConnectionError     cannot connect (URL), connection dropped
+    │   │   └── OneCTimeoutError    no answer within MCP_ONEC_TIMEOUT
+    │   ├── OneCHTTPError           an HTTP status that is not a JSON-RPC reply (HTML error pages)
+    │   │   ├── OneCAuthError       401 / 403: check user and rights
+    │   │   └── OneCRedirectError   3xx: check the case of the base name in MCP_ONEC_URL
+    │   ├── OneCProtocolError       200 but not JSON, or not a JSON-RPC reply to our request
+    │   └── OneCRpcError            1C answered with a JSON-RPC error (keeps .code)
+    └── UpstreamError               a local extra's upstream failed (keeps .error_type)
+
+Only `onec_client` translates httpx and JSON exceptions into `OneCError`; everything above it
+sees only this tree. `str(exc)` is the text users and models read, so it never holds a secret.
+"""
+
+from __future__ import annotations
+
+METHOD_NOT_FOUND = -32601
+
+
+class ProxyError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(ProxyError):
+    """A setting is missing or invalid. The message names the setting."""
+
+
+class OneCError(ProxyError):
+    """Talking to 1C failed."""
+
+
+class OneCConnectionError(OneCError):
+    """1C could not be reached, or the connection broke before an answer arrived."""
+
+
+class OneCTimeoutError(OneCConnectionError):
+    """1C did not answer in time."""
+
+
+class OneCHTTPError(OneCError):
+    """1C (or the web server in front of it) answered with an HTTP error status."""
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class OneCAuthError(OneCHTTPError):
+    """401 or 403: wrong login/password, or the user has no right to the HTTP service."""
+
+
+class OneCRedirectError(OneCHTTPError):
+    """A 3xx answer. The 1C web server redirects when the base name's case is wrong."""
+
+
+class OneCProtocolError(OneCError):
+    """The answer was not a JSON-RPC reply to the request we sent."""
+
+
+class OneCRpcError(OneCError):
+    """1C answered with a JSON-RPC error.
+
+    `str(exc)` is the client-facing text (1C's `{Module(line)}:` prefix removed);
+    `detail` keeps 1C's full message for the log.
+    """
+
+    def __init__(self, message: str, *, code: int, detail: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.detail = detail
+
+    @property
+    def method_not_found(self) -> bool:
+        return self.code == METHOD_NOT_FOUND
+
+
+class UpstreamError(ProxyError):
+    """An upstream of a local extra (repairs API, Managed RAG, IAM, knowledge base) failed.
+
+    `error_type` goes to the tool result's `_meta.error_type`; `http_status` too when known.
+    """
+
+    def __init__(self, message: str, *, error_type: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.http_status = http_status
