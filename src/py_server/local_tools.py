@@ -68,9 +68,7 @@ class Extra(Protocol):
 
 
 def error_result(text: str, *, meta: dict[str, Any] | None = None) -> types.CallToolResult:
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)], is_error=True, _meta=meta or None
-    )
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True, _meta=meta or None)
 
 
 class ToolRegistry:

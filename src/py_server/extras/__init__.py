@@ -1,0 +1,18 @@
+"""Locally registered extras: tools the proxy serves itself, next to 1C's.
+
+To add a tool group, write a module with `create(settings) -> Extra` (see `local_tools.Extra`)
+and name it in EXTRA_MODULES; the proxy core needs no change.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from ..config import Settings
+from ..local_tools import Extra
+
+EXTRA_MODULES = ("repairs", "compliance")
+
+
+def create_extras(settings: Settings) -> list[Extra]:
+    return [import_module(f"{__name__}.{name}").create(settings) for name in EXTRA_MODULES]

@@ -1,0 +1,226 @@
+"""The command line: parse flags, load settings once, run one command, report errors once.
+
+    onec-mcp-proxy stdio                  # for Claude Desktop / Cursor
+    onec-mcp-proxy http --port 8000       # /sse + /messages/, /mcp, /health
+    onec-mcp-proxy http --demo            # against the built-in demo 1C base
+    onec-mcp-proxy check                  # diagnose the connection to 1C
+    onec-mcp-proxy kb index DIR           # build the local knowledge-base index
+    onec-mcp-proxy emulator --port 8081   # run the demo 1C base alone
+
+Exit codes: 0 ok, 1 a check or run failed, 2 bad settings or usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import DEFAULT_ENV_FILE, Settings, load_settings
+from .errors import ConfigError, ProxyError
+from .logging_setup import basic_auth_token, configure_logging
+
+logger = logging.getLogger("py_server")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# flag -> Settings field; a flag left out keeps the value from .env / the environment.
+_ONEC_FLAGS = {
+    "onec_url": ("--onec-url", str, "1C publication URL, e.g. http://server/base (MCP_ONEC_URL)"),
+    "onec_username": ("--onec-username", str, "1C user (MCP_ONEC_USERNAME); the password comes from MCP_ONEC_PASSWORD"),
+    "onec_service_root": ("--service-root", str, "HTTP service root name (MCP_ONEC_SERVICE_ROOT, default mcp)"),
+    "onec_rpc_path": ("--rpc-path", str, "JSON-RPC endpoint under the root (MCP_ONEC_RPC_PATH, default rpc)"),
+    "onec_timeout": ("--timeout", float, "seconds for one 1C call (MCP_ONEC_TIMEOUT, default 120)"),
+    "onec_max_concurrency": (
+        "--max-concurrency",
+        int,
+        "1C calls in flight at once (MCP_ONEC_MAX_CONCURRENCY, default 4)",
+    ),
+    "catalog_ttl": ("--catalog-ttl", float, "seconds between catalog refreshes (MCP_CATALOG_TTL, default 60)"),
+    "log_level": ("--log-level", str, "DEBUG, INFO, WARNING or ERROR (MCP_LOG_LEVEL, default INFO)"),
+    "server_name": ("--server-name", str, "name reported to MCP clients (MCP_SERVER_NAME)"),
+}
+_HTTP_FLAGS = {
+    "host": ("--host", str, "address to bind (MCP_HOST, default 127.0.0.1)"),
+    "port": ("--port", int, "port to listen on (MCP_PORT, default 8000)"),
+    "allowed_origins": ("--allowed-origins", str, "comma-separated browser origins allowed (MCP_ALLOWED_ORIGINS)"),
+    "allowed_hosts": (
+        "--allowed-hosts",
+        str,
+        "comma-separated Host names allowed besides loopback (MCP_ALLOWED_HOSTS)",
+    ),
+}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, type, str]]) -> None:
+    for field, (flag, kind, help_text) in flags.items():
+        parser.add_argument(flag, dest=field, type=kind, default=None, help=help_text)
+
+
+def create_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onec-mcp-proxy", description="Expose a 1C:Enterprise base to MCP clients (stdio, SSE, Streamable HTTP)."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def proxy_command(name: str, help_text: str, *, http: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _add_settings_flags(sub, _ONEC_FLAGS)
+        if http:
+            _add_settings_flags(sub, _HTTP_FLAGS)
+        sub.add_argument("--demo", action="store_true", default=None, help="use the built-in demo 1C base")
+        sub.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help="settings file (default .env)")
+        return sub
+
+    proxy_command("stdio", "serve one MCP client over stdin/stdout (Claude Desktop, Cursor)")
+    proxy_command("http", "serve MCP over HTTP: /sse + /messages/, /mcp, /health", http=True)
+    proxy_command("check", "diagnose the connection to 1C and the local extras")
+
+    kb = commands.add_parser("kb", help="local knowledge base for compliance_rag")
+    kb_commands = kb.add_subparsers(dest="kb_command", required=True, metavar="KB_COMMAND")
+    index = kb_commands.add_parser("index", help="build or refresh the index of a folder of .md/.txt documents")
+    index.add_argument("source", type=Path, help="folder with the documents")
+    index.add_argument(
+        "--output", type=Path, default=None, help="index file (default: MCP_KB_INDEX or ./knowledge_base.sqlite3)"
+    )
+    index.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help="settings file (default .env)")
+
+    emulator = commands.add_parser("emulator", help="run the demo 1C base alone (for trying 1C clients)")
+    emulator.add_argument("--port", type=int, default=8081)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    fields = {*_ONEC_FLAGS, *_HTTP_FLAGS, "demo"}
+    return {field: value for field, value in vars(args).items() if field in fields and value is not None}
+
+
+def _secrets(settings: Settings) -> list[str]:
+    password = settings.onec_password.get_secret_value()
+    secrets = [password, basic_auth_token(settings.onec_username, password)] if password else []
+    for secret in (settings.auth_token, settings.repairs_api_key, settings.rag_key_secret):
+        if secret is not None:
+            secrets.append(secret.get_secret_value())
+    return secrets
+
+
+@contextlib.contextmanager
+def _backends(settings: Settings) -> Iterator[Settings]:
+    """The settings to run with: as given, or pointing at the demo backends while they run."""
+    if not settings.demo:
+        yield settings
+        return
+    from .demo import demo_backends
+
+    with demo_backends(settings) as demo_settings:
+        yield demo_settings
+
+
+def _run_stdio(settings: Settings) -> int:
+    import anyio
+
+    from .stdio_server import run_stdio
+    from .wiring import build_proxy
+
+    with _backends(settings) as effective:
+        proxy = build_proxy(effective)
+        logger.info("onec-mcp-proxy %s on stdio, 1C at %s", __version__, proxy.client.base_url)
+        anyio.run(run_stdio, proxy)
+    return EXIT_OK
+
+
+def _run_http(settings: Settings) -> int:
+    import uvicorn
+
+    from .http_server import create_app
+    from .wiring import build_proxy
+
+    with _backends(settings) as effective:
+        proxy = build_proxy(effective)
+        if settings.host in ("0.0.0.0", "::") and not settings.allowed_hosts:
+            logger.warning("listening on all interfaces: set MCP_ALLOWED_HOSTS to the names clients use")
+        if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.auth_token is None:
+            logger.warning("listening beyond loopback without MCP_AUTH_TOKEN: anyone who can connect can use 1C")
+        logger.info(
+            "onec-mcp-proxy %s on http://%s:%d (SSE /sse, Streamable HTTP /mcp, health /health), 1C at %s",
+            __version__,
+            settings.host,
+            settings.port,
+            proxy.client.base_url,
+        )
+        uvicorn.run(
+            create_app(proxy),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            timeout_graceful_shutdown=5,
+        )
+    return EXIT_OK
+
+
+def _run_check(settings: Settings) -> int:
+    from .check import run_check
+
+    with _backends(settings) as effective:
+        return asyncio.run(run_check(effective, out=sys.stdout))
+
+
+def _run_kb_index(args: argparse.Namespace, settings: Settings) -> int:
+    from .extras.compliance.local_kb import build_index, format_stats
+
+    output = args.output or settings.kb_index or Path("knowledge_base.sqlite3")
+    print(format_stats(build_index(args.source, output)))
+    return EXIT_OK
+
+
+def _run_emulator(port: int) -> int:
+    import uvicorn
+
+    from .demo.onec_emulator import create_onec_emulator
+
+    print(f"demo 1C base: MCP_ONEC_URL=http://127.0.0.1:{port}/demo, user demo, password demo", file=sys.stderr)
+    uvicorn.run(create_onec_emulator(), host="127.0.0.1", port=port, log_config=None)
+    return EXIT_OK
+
+
+def _utf8_stdout() -> None:
+    # Windows consoles default to an OEM code page; Cyrillic output must not crash `check`.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8", errors="replace")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = create_parser().parse_args(argv)
+    if args.command == "emulator":
+        configure_logging("INFO")
+        return _run_emulator(args.port)
+    try:
+        settings = load_settings(_overrides(args), env_file=args.env_file)
+        configure_logging(settings.log_level, secrets=_secrets(settings))
+        if args.command == "stdio":
+            return _run_stdio(settings)
+        _utf8_stdout()
+        if args.command == "http":
+            return _run_http(settings)
+        if args.command == "check":
+            return _run_check(settings)
+        return _run_kb_index(args, settings)
+    except ConfigError as exc:
+        print(f"onec-mcp-proxy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ProxyError as exc:
+        print(f"onec-mcp-proxy: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""The proxy core: one low-level MCP `Server` that every front-end (stdio, SSE, Streamable HTTP) shares.
+
+It serves the cached 1C catalog plus the local tool registry, forwards calls to 1C, and turns
+failures into what MCP clients expect: a failing tool is an `isError` result, an unknown tool is a
+JSON-RPC error naming it, a 1C outage during a call is an `isError` result that says so.
+
+    proxy = MCPProxy(settings, client, extras)
+    async with proxy.running():
+        await proxy.server.run(read_stream, write_stream, proxy.initialization_options())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from mcp import types
+from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.models import InitializationOptions
+from mcp.shared.exceptions import MCPError
+
+from . import __version__
+from .catalog import Catalog, Kind
+from .config import Settings
+from .errors import OneCError, OneCProtocolError, OneCRpcError
+from .local_tools import Extra, ToolRegistry, error_result
+from .notifier import ListChangeNotifier
+from .onec_client import OneCClient
+from .onec_mapping import to_call_result, to_prompt_result, to_read_result
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = (
+    "Tools, resources and prompts of a 1C:Enterprise base, served through onec-mcp-proxy. "
+    "Tool errors come back as results with isError set; read their text."
+)
+
+
+class _ProxyServer(Server[Any]):
+    """A low-level Server whose advertised capabilities follow what the proxy can really do."""
+
+    def __init__(self, proxy: MCPProxy, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._proxy = proxy
+
+    def get_capabilities(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+        *,
+        protocol_version: str | None = None,
+    ) -> types.ServerCapabilities:
+        # The proxy always sends list_changed (both eras) and never resource updates, whatever the
+        # transport passes in; resources and prompts are dropped when 1C is known not to serve them.
+        capabilities = super().get_capabilities(
+            NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True),
+            experimental_capabilities,
+            extensions,
+            protocol_version=protocol_version,
+        )
+        update: dict[str, Any] = {}
+        if capabilities.resources is not None:
+            resources = capabilities.resources.model_copy(update={"subscribe": False})
+            update["resources"] = resources if self._proxy.catalog.supports("resources") else None
+        if not self._proxy.catalog.supports("prompts"):
+            update["prompts"] = None
+        return capabilities.model_copy(update=update)
+
+
+class MCPProxy:
+    """The 1C catalog and the local tools behind one MCP server."""
+
+    def __init__(self, settings: Settings, client: OneCClient, extras: Sequence[Extra] = ()) -> None:
+        self.settings = settings
+        self.client = client
+        self.extras = list(extras)
+        self.registry = ToolRegistry([tool for extra in self.extras for tool in extra.tools])
+        self.notifier = ListChangeNotifier()
+        self.catalog = Catalog(client, ttl=settings.catalog_ttl, on_change=self._catalog_changed)
+        self.started_at = time.monotonic()
+        self._shadowed: set[str] = set()
+        self.server = self._build_server()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[MCPProxy]:
+        """Refresh the catalog in the background; close 1C and upstream clients on exit."""
+        try:
+            async with self.catalog.running():
+                yield self
+        finally:
+            self.notifier.close()
+            for extra in self.extras:
+                await extra.aclose()
+            await self.client.aclose()
+
+    def initialization_options(self) -> InitializationOptions:
+        return self.server.create_initialization_options()
+
+    # --- handlers -----------------------------------------------------------------------
+
+    def _build_server(self) -> Server[Any]:
+        server = _ProxyServer(
+            self,
+            self.settings.server_name,
+            version=__version__,
+            title="1C:Enterprise MCP proxy",
+            instructions=INSTRUCTIONS,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_read_resource=self._read_resource,
+            on_list_prompts=self._list_prompts,
+            on_get_prompt=self._get_prompt,
+            on_subscriptions_listen=self.notifier.listen_handler,
+        )
+        server.add_notification_handler("notifications/initialized", types.NotificationParams, self._initialized)
+        return server
+
+    async def _initialized(self, ctx: ServerRequestContext[Any], params: types.NotificationParams) -> None:
+        self.notifier.add_session(ctx.session)
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
+    ) -> types.ListToolsResult:
+        onec_tools = await self.catalog.items("tools")
+        self._note_shadowed({tool.name for tool in onec_tools})
+        tools = [tool for tool in onec_tools if tool.name not in self.registry]
+        return types.ListToolsResult(tools=[*tools, *self.registry.definitions()])
+
+    async def _list_resources(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
+    ) -> types.ListResourcesResult:
+        return types.ListResourcesResult(resources=await self.catalog.items("resources"))
+
+    async def _list_prompts(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
+    ) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=await self.catalog.items("prompts"))
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        name, arguments = params.name, params.arguments or {}
+        if name in self.registry:
+            return await self.registry.call(name, arguments)
+        if not await self.catalog.has_tool(name):
+            raise MCPError(
+                types.INVALID_PARAMS, f"Unknown tool: '{name}' (neither 1C nor the proxy has a tool by that name)"
+            )
+        try:
+            return to_call_result(await self.client.call_tool(name, arguments))
+        except OneCRpcError as exc:  # 1C ran the call and failed: the model should read why
+            return error_result(f"1C could not run the tool '{name}': {exc}")
+        except OneCProtocolError as exc:
+            return error_result(f"1C answered the tool '{name}' with something the proxy cannot pass on: {exc}")
+        except OneCError as exc:
+            return error_result(f"1C is unavailable, the tool '{name}' was not run: {exc}")
+
+    async def _read_resource(
+        self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        try:
+            return to_read_result(await self.client.read_resource(params.uri))
+        except OneCError as exc:
+            raise _protocol_error(f"Cannot read the 1C resource '{params.uri}'", exc) from exc
+
+    async def _get_prompt(
+        self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        try:
+            return to_prompt_result(await self.client.get_prompt(params.name, params.arguments))
+        except OneCError as exc:
+            raise _protocol_error(f"Cannot get the 1C prompt '{params.name}'", exc) from exc
+
+    # --- catalog changes and health -----------------------------------------------------
+
+    async def _catalog_changed(self, kinds: set[Kind]) -> None:
+        logger.info("1C catalog changed (%s); notifying clients", ", ".join(sorted(kinds)))
+        await self.notifier.notify(kinds)
+
+    def _note_shadowed(self, onec_names: set[str]) -> None:
+        shadowed = onec_names & set(self.registry.names)
+        for name in sorted(shadowed - self._shadowed):
+            logger.warning("1C has a tool named %r; the local tool of that name is served instead", name)
+        self._shadowed = shadowed
+
+    @property
+    def shadowed_tools(self) -> list[str]:
+        return sorted(self._shadowed)
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """Probe 1C once and describe the proxy for `/health` and `check`. Never holds a secret."""
+        onec: dict[str, Any] = {"url": self.client.base_url}
+        try:
+            onec["round_trip_ms"] = round(await self.client.ping() * 1000, 1)
+            healthy = True
+        except OneCError as exc:
+            onec["error"] = str(exc)
+            healthy = False
+        onec["catalog"] = self.catalog.status()
+        extras = [await extra.status() for extra in self.extras]
+        self._note_shadowed({tool.name for tool in self.catalog.section("tools").items})
+        return healthy, {
+            "status": "healthy" if healthy else "unhealthy",
+            "server": {"name": self.settings.server_name, "version": __version__},
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "onec": onec,
+            "local_tools": self.registry.names,
+            "shadowed_tools": self.shadowed_tools,
+            "extras": {status.name: status.as_dict() for status in extras},
+        }
+
+
+def _protocol_error(what: str, exc: OneCError) -> MCPError:
+    return MCPError(types.INTERNAL_ERROR, f"{what}: {exc}")

@@ -1,0 +1,110 @@
+"""Shared fixtures: the demo 1C emulator on loopback, proxy settings, and MCP client sessions over
+every transport (a real stdio subprocess, SSE and Streamable HTTP against uvicorn on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from py_server.config import Settings
+from py_server.demo.loopback import LoopbackServer
+from py_server.demo.onec_emulator import OneCEmulator
+from py_server.http_server import create_app
+from py_server.wiring import build_proxy
+
+TRANSPORTS = ("stdio", "sse", "streamable_http")
+# Every variable Settings reads, so a developer's own environment cannot leak into the tests.
+_SETTINGS_ENV = ("MCP_", "API_URL", "API_KEY", "KEY_ID", "KEY_SECRET", "AUTH_URL", "RETRIEVE_URL_TEMPLATE",
+                 "KNOWLEDGE_BASE_ID", "KNOWLEDGE_BASE_VERSION_ID", "RETRIEVE_LIMIT", "EVOLUTION_PROJECT_ID")
+MessageHandler = Callable[[Any], Awaitable[None]]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith(_SETTINGS_ENV):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def emulator() -> Iterator[OneCEmulator]:
+    with OneCEmulator() as running:
+        yield running
+
+
+def proxy_settings(emulator: OneCEmulator, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "onec_url": emulator.url,
+        "onec_username": emulator.username,
+        "onec_password": emulator.password,
+        "rag_backend": "off",
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a stdio subprocess needs to run with `settings`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(_SETTINGS_ENV)}
+    for field, value in settings.model_dump().items():
+        if value is None or field in ("demo", "allowed_origins", "allowed_hosts"):
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"MCP_{field.upper()}"] = str(value)
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+@contextlib.contextmanager
+def http_proxy(settings: Settings) -> Iterator[LoopbackServer]:
+    """The proxy's FastAPI app under uvicorn on a free loopback port."""
+    with LoopbackServer(create_app(build_proxy(settings))) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def mcp_session(
+    transport: str,
+    settings: Settings,
+    *,
+    message_handler: MessageHandler | None = None,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[ClientSession]:
+    """An initialized SDK ClientSession to a proxy that runs with `settings` over `transport`."""
+    async with contextlib.AsyncExitStack() as stack:
+        if transport == "stdio":
+            params = StdioServerParameters(
+                command=sys.executable, args=["-m", "py_server", "stdio"], env=settings_env(settings)
+            )
+            read, write = await stack.enter_async_context(stdio_client(params))
+        else:
+            server = stack.enter_context(http_proxy(settings))
+            if transport == "sse":
+                read, write = await stack.enter_async_context(sse_client(f"{server.url}/sse", headers=headers))
+            else:
+                client = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=30))
+                read, write = await stack.enter_async_context(
+                    streamable_http_client(f"{server.url}/mcp", http_client=client)
+                )
+        session = await stack.enter_async_context(
+            ClientSession(read, write, message_handler=message_handler, read_timeout_seconds=30)
+        )
+        await session.initialize()
+        yield session
