@@ -18,14 +18,25 @@ from mcp.client.streamable_http import streamable_http_client
 
 from py_server.config import Settings
 from py_server.demo.loopback import LoopbackServer
-from py_server.demo.onec_emulator import OneCEmulator
+from py_server.demo.onec_emulator import EmulatorState, OneCEmulator
 from py_server.http_server import create_app
 from py_server.wiring import build_proxy
 
 TRANSPORTS = ("stdio", "sse", "streamable_http")
 # Every variable Settings reads, so a developer's own environment cannot leak into the tests.
-_SETTINGS_ENV = ("MCP_", "API_URL", "API_KEY", "KEY_ID", "KEY_SECRET", "AUTH_URL", "RETRIEVE_URL_TEMPLATE",
-                 "KNOWLEDGE_BASE_ID", "KNOWLEDGE_BASE_VERSION_ID", "RETRIEVE_LIMIT", "EVOLUTION_PROJECT_ID")
+_SETTINGS_ENV = (
+    "MCP_",
+    "API_URL",
+    "API_KEY",
+    "KEY_ID",
+    "KEY_SECRET",
+    "AUTH_URL",
+    "RETRIEVE_URL_TEMPLATE",
+    "KNOWLEDGE_BASE_ID",
+    "KNOWLEDGE_BASE_VERSION_ID",
+    "RETRIEVE_LIMIT",
+    "EVOLUTION_PROJECT_ID",
+)
 MessageHandler = Callable[[Any], Awaitable[None]]
 
 
@@ -42,9 +53,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+TEST_PASSWORD = "Пароль-1С-для-тестов"  # distinctive, so a leak is found by a plain substring search
+
+
 @pytest.fixture
 def emulator() -> Iterator[OneCEmulator]:
-    with OneCEmulator() as running:
+    with OneCEmulator(EmulatorState(password=TEST_PASSWORD)) as running:
         yield running
 
 

@@ -18,6 +18,7 @@ from py_server.demo.onec_emulator import OneCEmulator
 
 from .conftest import TRANSPORTS, mcp_session, proxy_settings
 
+SAMPLE_VALUES = {"number": "ТД00-000003", "name": "Номенклатура"}  # exist in the demo base
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("transport", TRANSPORTS)]
 
 
@@ -135,5 +136,5 @@ def _sample_arguments(tool: dict[str, Any]) -> dict[str, Any]:
         elif spec.get("type") in ("integer", "number"):
             arguments[name] = 1
         else:
-            arguments[name] = "Номенклатура"
+            arguments[name] = SAMPLE_VALUES.get(name, "Номенклатура")
     return arguments

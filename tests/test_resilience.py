@@ -8,9 +8,9 @@ import anyio
 import pytest
 from mcp import Client, types
 
-from py_server.demo.onec_emulator import OneCEmulator
+from py_server.demo.onec_emulator import EmulatorState, OneCEmulator
 
-from .conftest import TRANSPORTS, http_proxy, mcp_session, proxy_settings
+from .conftest import TEST_PASSWORD, TRANSPORTS, http_proxy, mcp_session, proxy_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -38,7 +38,7 @@ class Notifications:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_1c_down_at_start_then_up_recovers_in_the_same_session(transport: str) -> None:
-    emulator = OneCEmulator().start()
+    emulator = OneCEmulator(EmulatorState(password=TEST_PASSWORD)).start()
     emulator.stop()  # keep its port, take 1C down
     notifications = Notifications()
     settings = proxy_settings(emulator, catalog_ttl=1)
@@ -63,7 +63,9 @@ async def test_1c_down_at_start_then_up_recovers_in_the_same_session(transport: 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_tool_added_in_1c_reaches_a_connected_client(emulator: OneCEmulator, transport: str) -> None:
     notifications = Notifications()
-    async with mcp_session(transport, proxy_settings(emulator, catalog_ttl=1), message_handler=notifications) as session:
+    async with mcp_session(
+        transport, proxy_settings(emulator, catalog_ttl=1), message_handler=notifications
+    ) as session:
         assert "new_report" not in [tool.name for tool in (await session.list_tools()).tools]
         emulator.state.add_tool(NEW_TOOL, lambda arguments: {"content": [{"type": "text", "text": "готово"}]})
         with anyio.fail_after(15):

@@ -221,9 +221,14 @@ class Catalog:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Catalog]:
-        """Run the background refresher for the duration of the block."""
+        """Run the background refresher for the duration of the block.
+
+        Enters once the first fetch is done (or FIRST_FETCH_WAIT has passed), so clients that
+        connect right after start-up see the catalog instead of a list_changed a moment later.
+        """
         task = asyncio.create_task(self._refresh_loop(), name="onec-catalog-refresh")
         try:
+            await self._first_fetch()
             yield self
         finally:
             task.cancel()

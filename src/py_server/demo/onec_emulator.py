@@ -1,0 +1,395 @@
+"""An emulator of the 1C HTTP service (`/shared/contracts/onec-http-service.md`), quirks included.
+
+It serves the demo base (`onec_data`) as the publication `demo`, so the proxy's real client path
+runs against it: `MCP_ONEC_URL={url}/demo`, service root `mcp`, rpc path `rpc`. The knobs on
+`EmulatorState` reproduce what 1C does in the field (slow calls, HTML error pages from IIS/Apache,
+a byte order mark, the `prompts/list` bug, tools appearing at run time).
+
+    with OneCEmulator() as onec:
+        httpx.post(onec.url + "/hs/mcp/rpc", json={...}, auth=(onec.username, onec.password))
+        onec.state.fault = "html_503"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from .loopback import LoopbackServer
+from .onec_data import DemoPrompt, DemoResource, DemoTool, ToolError, demo_prompts, demo_resources, demo_tools
+
+PUBLICATION = "demo"
+SERVICE_ROOT = "mcp"
+RPC_PATH = "rpc"
+NO_RIGHTS_USER = "norights"  # authenticates, but has no right to the HTTP service: 403
+NO_RIGHTS_PASSWORD = "norights"
+BOM = b"\xef\xbb\xbf"
+JSON_TYPE = "application/json; charset=utf-8"
+MANIFEST = {
+    "capabilities": {
+        "tools": {"listChanged": True},
+        "resources": {"subscribe": True, "listChanged": True},
+        "prompts": {"listChanged": True},
+    }
+}
+INITIALIZE_RESULT = {
+    "protocolVersion": "2025-03-26",
+    "capabilities": {
+        "tools": {"listChanged": False},
+        "resources": {"subscribe": False, "listChanged": False},
+        "prompts": {"listChanged": False},
+    },
+    "serverInfo": {"name": "1C MCP Server", "version": "1.0.0"},
+}
+NOT_JSON_BODY = "Сеанс отсутствует или удален"
+
+Discovery = Literal["manifest", "health", "none"]
+Fault = Literal["html_500", "html_502", "html_503", "not_json"]
+
+
+@dataclass
+class EmulatorState:
+    """Knobs and counters. Tests change knobs from their own thread; plain attribute writes suffice."""
+
+    username: str = "demo"  # "" publishes the base without authentication
+    password: str = "demo"
+    discovery: Discovery = "manifest"
+    latency: float = 0.0
+    fault: Fault | None = None
+    bom: bool = False
+    prompts_list_bug: bool = False
+    tools: dict[str, DemoTool] = field(default_factory=demo_tools)
+    resources: dict[str, DemoResource] = field(default_factory=demo_resources)
+    prompts: dict[str, DemoPrompt] = field(default_factory=demo_prompts)
+    calls: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def add_tool(self, definition: dict[str, Any], handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        # Copy on write: the server thread always iterates a complete dict, never one being changed.
+        with self._lock:
+            self.tools = {**self.tools, str(definition["name"]): DemoTool(definition, handler)}
+
+    def remove_tool(self, name: str) -> None:
+        with self._lock:
+            if name not in self.tools:
+                raise KeyError(name)
+            self.tools = {key: tool for key, tool in self.tools.items() if key != name}
+
+    def count(self, key: str) -> None:
+        with self._lock:
+            self.calls[key] += 1
+
+    def rpc_started(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def rpc_finished(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.max_in_flight = self.in_flight  # requests still running stay counted
+
+
+# --- HTML pages of the web server -----------------------------------------------------------
+
+_APACHE_PAGE = """<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">
+<html><head>
+<title>{status} {reason}</title>
+</head><body>
+<h1>{reason}</h1>
+<p>{text}</p>
+<hr>
+<address>Apache/2.4.58 (Win64) Server at 127.0.0.1 Port 80</address>
+</body></html>
+"""
+_IIS_PAGE = """<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">
+<html xmlns="http://www.w3.org/1999/xhtml">
+<head>
+<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1"/>
+<title>{status} - {reason}</title>
+</head>
+<body>
+<div id="header"><h1>Server Error</h1></div>
+<div id="content"><fieldset><h2>{status} - {reason}</h2><h3>{text}</h3></fieldset></div>
+</body>
+</html>
+"""
+# status -> (page template, reason, text)
+_PAGES: dict[int, tuple[str, str, str]] = {
+    401: (_APACHE_PAGE, "Unauthorized", "This server could not verify that you are authorized to access it."),
+    403: (_APACHE_PAGE, "Forbidden", "You don't have permission to access this resource."),
+    404: (_APACHE_PAGE, "Not Found", "The requested URL was not found on this server."),
+    405: (_APACHE_PAGE, "Method Not Allowed", "The requested method is not allowed for this URL."),
+    500: (_IIS_PAGE, "Internal server error.", "There is a problem with the resource you are looking for."),
+    502: (_APACHE_PAGE, "Bad Gateway", "The proxy server received an invalid response from an upstream server."),
+    503: (_APACHE_PAGE, "Service Unavailable", "The server is temporarily unable to service your request."),
+}  # fmt: skip
+_FAULT_STATUS = {"html_500": 500, "html_502": 502, "html_503": 503}
+
+
+def html_error(status: int, headers: dict[str, str] | None = None) -> HTMLResponse:
+    template, reason, text = _PAGES[status]
+    return HTMLResponse(template.format(status=status, reason=reason, text=text), status, headers)
+
+
+def json_response(state: EmulatorState, payload: dict[str, Any]) -> Response:
+    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    return Response(BOM + body if state.bom else body, 200, media_type=JSON_TYPE)
+
+
+# --- JSON-RPC -------------------------------------------------------------------------------
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def internal_error(line: int, text: str, module: str = "ОбщийМодуль.mcp_APIBackend.Модуль") -> RpcError:
+    # 1C's error text starts with the module and line in braces; the extension prefixes its own words.
+    return RpcError(-32603, f"Внутренняя ошибка сервера: {{{module}({line})}}: {text}")
+
+
+def envelope(request_id: Any, result: Any = None, error: RpcError | None = None) -> dict[str, Any]:
+    if error is None:
+        return {"jsonrpc": "2.0", "id": request_id, "result": result}
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": error.code, "message": error.message}}  # no data
+
+
+def call_tool(state: EmulatorState, params: dict[str, Any]) -> dict[str, Any]:
+    name = str(params.get("name") or "")
+    tool = state.tools.get(name)
+    if tool is None:
+        raise internal_error(263, f"Инструмент '{name}' не найден")
+    arguments = params.get("arguments") if isinstance(params.get("arguments"), dict) else {}
+    try:
+        # Loose validation like 1C's ЗначениеЗаполнено: an empty string counts as missing.
+        for required in tool.definition.get("inputSchema", {}).get("required", []):
+            if arguments.get(required) in (None, ""):
+                raise ToolError(f"Не заполнен обязательный параметр '{required}'")
+        return {"isError": False, **tool.handler(arguments)}
+    except Exception as exc:  # 1C catches every exception of a tool into an isError result
+        detail = str(exc) if isinstance(exc, ToolError) else f"{type(exc).__name__}: {exc}"
+        return {
+            "content": [{"type": "text", "text": f"Ошибка выполнения инструмента '{name}': {detail}"}],
+            "isError": True,
+        }
+
+
+def read_resource(state: EmulatorState, params: dict[str, Any]) -> dict[str, Any]:
+    uri = str(params.get("uri") or "")
+    resource = state.resources.get(uri)  # exact string match, as 1C does
+    if resource is None:
+        raise internal_error(312, f"Ресурс '{uri}' не найден")
+    return {"contents": [resource.contents()]}
+
+
+def list_prompts(state: EmulatorState, params: dict[str, Any]) -> dict[str, Any]:
+    prompts = list(state.prompts.values())
+    if state.prompts_list_bug and any(prompt.arguments for prompt in prompts):
+        # The reference extension fails to serialise the arguments collection.
+        raise internal_error(
+            341, "Ошибка при вызове метода контекста (ЗаписатьJSON): Передано значение недопустимого типа"
+        )
+    return {"prompts": [prompt.listing() for prompt in prompts]}
+
+
+def get_prompt(state: EmulatorState, params: dict[str, Any]) -> dict[str, Any]:
+    name = str(params.get("name") or "")
+    prompt = state.prompts.get(name)
+    if prompt is None:
+        raise internal_error(377, f"Промпт '{name}' не найден")
+    arguments = params.get("arguments") if isinstance(params.get("arguments"), dict) else {}
+    try:
+        return prompt.render(arguments)
+    except ValueError as exc:
+        raise internal_error(384, str(exc)) from None
+
+
+METHODS: dict[str, Callable[[EmulatorState, dict[str, Any]], dict[str, Any]]] = {
+    "initialize": lambda state, params: INITIALIZE_RESULT,
+    "tools/list": lambda state, params: {"tools": [tool.definition for tool in state.tools.values()]},
+    "tools/call": call_tool,
+    "resources/list": lambda state, params: {"resources": [r.listing() for r in state.resources.values()]},
+    "resources/read": read_resource,
+    "prompts/list": list_prompts,
+    "prompts/get": get_prompt,
+}
+
+
+def parse_request(body: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError):
+        raise internal_error(
+            27, "Ошибка при вызове метода контекста (ПрочитатьJSON): Ошибка разбора JSON", "HTTPСервис.mcp.Модуль"
+        ) from None
+    if not isinstance(request, dict):  # no batching: 1C reads the body into a Соответствие
+        raise internal_error(31, "Неверный формат запроса JSON-RPC", "HTTPСервис.mcp.Модуль")
+    return request
+
+
+def answer(state: EmulatorState, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON-RPC reply, or None for a notification (HTTP 204)."""
+    request_id = request.get("id")
+    if request.get("jsonrpc") != "2.0":
+        return envelope(request_id, error=RpcError(-32600, "Неподдерживаемая версия JSON-RPC"))
+    if request_id is None:  # 1C reads null as Неопределено: "id": null is a notification too
+        return None
+    method = request.get("method")
+    handler = METHODS.get(method) if isinstance(method, str) else None
+    if handler is None:
+        unknown = RpcError(-32601, f"Неизвестный метод: {method if isinstance(method, str) else ''}")
+        return envelope(request_id, error=unknown)
+    params = request.get("params") if isinstance(request.get("params"), dict) else {}
+    try:
+        return envelope(request_id, handler(state, params))
+    except RpcError as exc:
+        return envelope(request_id, error=exc)
+
+
+async def handle_rpc(state: EmulatorState, request: Request) -> Response:
+    state.rpc_started()
+    try:
+        body = await request.body()
+        try:
+            parsed: dict[str, Any] | RpcError = parse_request(body)
+        except RpcError as exc:
+            parsed = exc
+        if isinstance(parsed, dict) and isinstance(parsed.get("method"), str):
+            state.count(parsed["method"])  # counted even under a fault: retries stay visible
+        if state.latency > 0:
+            await asyncio.sleep(state.latency)
+        fault = state.fault
+        if fault == "not_json":  # 1C wrote its error text where the JSON should be
+            return Response(NOT_JSON_BODY.encode("utf-8"), 200, media_type=JSON_TYPE)
+        if fault is not None:
+            return html_error(_FAULT_STATUS[fault])
+        reply = envelope(None, error=parsed) if isinstance(parsed, RpcError) else answer(state, parsed)
+        return Response(status_code=204) if reply is None else json_response(state, reply)
+    finally:
+        state.rpc_finished()
+
+
+# --- HTTP layer -----------------------------------------------------------------------------
+
+
+def authorise(state: EmulatorState, request: Request) -> Response | None:
+    """None when the request may pass; else the web server's 401/403 page."""
+    if not state.username:
+        return None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    user = password = None
+    if scheme.lower() == "basic":
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            user, _, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    if (user, password) == (NO_RIGHTS_USER, NO_RIGHTS_PASSWORD):
+        return html_error(403)
+    if (user, password) != (state.username, state.password):
+        return html_error(401, {"WWW-Authenticate": 'Basic realm="1C"'})
+    return None
+
+
+def discovery(state: EmulatorState, request: Request, endpoint: str) -> Response:
+    if request.method not in ("GET", "HEAD"):
+        return html_error(405)
+    state.count(f"GET {endpoint}")
+    if endpoint == "manifest" and state.discovery == "manifest":
+        return json_response(state, MANIFEST)
+    if endpoint == "health" and state.discovery == "health":
+        return json_response(state, {"status": "ok"})
+    return html_error(404)
+
+
+def create_onec_emulator(state: EmulatorState | None = None) -> Starlette:
+    state = state if state is not None else EmulatorState()
+
+    async def dispatch(request: Request) -> Response:
+        publication, _, rest = request.url.path.lstrip("/").partition("/")
+        if publication.lower() != PUBLICATION:
+            return html_error(404)
+        if publication != PUBLICATION:  # the 1C web server fixes the case with a redirect
+            return RedirectResponse(str(request.url.replace(path=f"/{PUBLICATION}/{rest}")), 301)
+        denied = authorise(state, request)
+        if denied is not None:
+            return denied
+        service, _, endpoint = rest.partition(f"hs/{SERVICE_ROOT}/")
+        if service or not endpoint:
+            return html_error(404)
+        if endpoint == RPC_PATH:
+            return await handle_rpc(state, request) if request.method == "POST" else html_error(405)
+        if endpoint in ("manifest", "health"):
+            return discovery(state, request, endpoint)
+        return html_error(404)
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    app = Starlette(routes=[Route("/{path:path}", dispatch, methods=methods)])
+    app.state.emulator = state
+    return app
+
+
+class OneCEmulator:
+    """The demo 1C base on a loopback port; `stop()` then `start()` keeps the port."""
+
+    def __init__(self, state: EmulatorState | None = None, port: int = 0) -> None:
+        self.state = state if state is not None else EmulatorState()
+        self._server = LoopbackServer(create_onec_emulator(self.state), port=port)
+
+    @property
+    def url(self) -> str:
+        """The publication URL: what MCP_ONEC_URL should be."""
+        return f"{self._server.url}/{PUBLICATION}"
+
+    @property
+    def rpc_url(self) -> str:
+        return f"{self.url}/hs/{SERVICE_ROOT}/{RPC_PATH}"
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def username(self) -> str:
+        return self.state.username
+
+    @property
+    def password(self) -> str:
+        return self.state.password
+
+    @property
+    def running(self) -> bool:
+        return self._server.running
+
+    def start(self) -> OneCEmulator:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> OneCEmulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,134 @@
+"""The command line: settings precedence, one-line errors, `check`, stdio hygiene, no secret in logs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mcp import StdioServerParameters, stdio_client
+
+from py_server.config import load_settings
+from py_server.demo.onec_emulator import OneCEmulator
+from py_server.main import main
+
+from .conftest import proxy_settings, settings_env
+
+
+def test_flags_beat_the_env_file_which_beats_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MCP_PORT", "1001")
+    monkeypatch.setenv("MCP_ONEC_TIMEOUT", "7")
+    env_file = tmp_path / "proxy.env"
+    env_file.write_text("MCP_PORT=1002\nMCP_SERVER_NAME=из-файла\n", encoding="utf-8")
+    assert load_settings({"port": 1003}, env_file=env_file).port == 1003
+    from_file = load_settings({}, env_file=env_file)
+    assert (from_file.port, from_file.server_name, from_file.onec_timeout) == (1002, "из-файла", 7.0)
+
+
+def test_original_server_names_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_URL", "http://repairs.local:8000")
+    monkeypatch.setenv("KEY_ID", "key-id")
+    monkeypatch.setenv("RETRIEVE_LIMIT", "5")
+    settings = load_settings({}, env_file=None)
+    assert (settings.repairs_api_url, settings.rag_key_id, settings.rag_retrieve_limit) == (
+        "http://repairs.local:8000",
+        "key-id",
+        5,
+    )
+
+
+def test_missing_1c_url_stops_with_one_line_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MCP_ONEC_URL" in err and "Traceback" not in err
+
+
+def test_bad_setting_value_stops_with_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_ONEC_MAX_CONCURRENCY", "many")
+    assert main(["stdio"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MCP_ONEC_MAX_CONCURRENCY" in err
+
+
+def test_check_reports_what_it_found(
+    emulator: OneCEmulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_ONEC_PASSWORD", emulator.password)
+    code = main(["check", "--onec-url", emulator.url, "--onec-username", emulator.username])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "discovery via manifest" in out and "tools: 6" in out and "resources: 4" in out
+
+
+def test_check_explains_a_wrong_password(
+    emulator: OneCEmulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_ONEC_PASSWORD", "не-тот-пароль")
+    code = main(["check", "--onec-url", emulator.url, "--onec-username", emulator.username])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "401" in out and "MCP_ONEC_PASSWORD" in out and "не-тот-пароль" not in out
+
+
+def test_check_explains_a_wrong_case_in_the_base_name(
+    emulator: OneCEmulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_ONEC_PASSWORD", emulator.password)
+    code = main(["check", "--onec-url", emulator.url.replace("/demo", "/DEMO"), "--onec-username", "demo"])
+    out = capsys.readouterr().out
+    assert code == 1 and "case" in out
+
+
+def test_stdio_stdout_carries_only_protocol_messages_even_with_the_demo() -> None:
+    """--demo starts two web servers in the same process; none of their output may reach stdout."""
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    lines = [
+        request,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ]
+    completed = subprocess.run(
+        [sys.executable, "-m", "py_server", "stdio", "--demo", "--log-level", "DEBUG"],
+        input="".join(json.dumps(line) + "\n" for line in lines).encode(),
+        capture_output=True,
+        timeout=60,
+    )
+    replies = [json.loads(line) for line in completed.stdout.decode("utf-8").splitlines()]
+    assert [reply.get("id") for reply in replies] == [1, 2]
+    assert "get_metadata" in [tool["name"] for tool in replies[1]["result"]["tools"]]
+    assert b"DEBUG" in completed.stderr  # the logs went to stderr
+
+
+@pytest.mark.anyio
+async def test_debug_log_never_contains_the_1c_password(emulator: OneCEmulator, tmp_path: Path) -> None:
+    secret = "S3cret-Пароль-42"
+    emulator.state.password = secret
+    settings = proxy_settings(emulator, onec_password=secret, log_level="DEBUG")
+    log_path = tmp_path / "stderr.log"
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "py_server", "stdio"], env=settings_env(settings)
+    )
+    from mcp import ClientSession
+
+    with log_path.open("w", encoding="utf-8") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            await session.list_tools()
+            await session.call_tool("get_metadata", {})
+            emulator.state.password = "changed"  # now 1C rejects the login: an error path is logged too
+            await session.call_tool("get_metadata", {})
+    log = log_path.read_text(encoding="utf-8")
+    assert "DEBUG" in log and "tools/call" in log
+    assert secret not in log
+    from py_server.logging_setup import basic_auth_token
+
+    assert basic_auth_token(emulator.username, secret) not in log
