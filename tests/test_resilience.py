@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import pytest
-from mcp import Client, types
+from mcp import Client, ClientSession, types
+from mcp.client.streamable_http import streamable_http_client
+
+from py_server.demo.loopback import LoopbackServer
+from py_server.http_server import create_app
+from py_server.wiring import build_proxy
 
 from py_server.demo.onec_emulator import EmulatorState, OneCEmulator
 
@@ -123,3 +129,27 @@ async def test_twenty_concurrent_calls_each_get_their_own_answer(emulator: OneCE
                 group.start_soon(call, f"запрос-{i}")
     assert answers == {f"запрос-{i}": f"запрос-{i}" for i in range(20)}
     assert 1 < emulator.state.max_in_flight <= 4
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait for a condition another thread makes true (bounded by the caller's fail_after)."""
+    while not condition():
+        await anyio.sleep(0.01)
+
+
+async def test_a_cancelled_client_request_cancels_its_1c_call(emulator: OneCEmulator) -> None:
+    proxy = build_proxy(proxy_settings(emulator))
+    with LoopbackServer(create_app(proxy)) as server:
+        async with streamable_http_client(f"{server.url}/mcp") as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            emulator.state.latency = 30.0  # 1C "hangs" far longer than this test may take
+            try:
+                with anyio.fail_after(10):
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(session.call_tool, "get_metadata", {})
+                        await _until(lambda: proxy.client.in_flight == 1)
+                        group.cancel_scope.cancel()  # the client gives up: notifications/cancelled
+                    await _until(lambda: proxy.client.in_flight == 0)
+            finally:
+                emulator.state.latency = 0.0
+            assert (await session.list_tools()).tools  # the session is still fine

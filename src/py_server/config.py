@@ -128,6 +128,16 @@ class Settings(BaseSettings):
             raise ValueError("must not contain credentials; set MCP_ONEC_USERNAME and MCP_ONEC_PASSWORD")
         return value
 
+    @field_validator(
+        "auth_token", "repairs_api_key", "rag_key_id", "rag_key_secret", "rag_knowledge_base_id",
+        "rag_project_id", "kb_dir", "kb_index", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `MCP_AUTH_TOKEN=` in a .env means "no token", not "the empty token".
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(raw, str) and not raw.strip() else value
+
     @field_validator("onec_service_root", "onec_rpc_path")
     @classmethod
     def _path_part(cls, value: str) -> str:
