@@ -85,27 +85,33 @@ def test_check_explains_a_wrong_case_in_the_base_name(
 
 def test_stdio_stdout_carries_only_protocol_messages_even_with_the_demo() -> None:
     """--demo starts two web servers in the same process; none of their output may reach stdout."""
-    request = {
+    initialize = {
         "jsonrpc": "2.0",
         "id": 1,
         "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
     }
-    lines = [
-        request,
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-    ]
-    completed = subprocess.run(
+    with subprocess.Popen(
         [sys.executable, "-m", "py_server", "stdio", "--demo", "--log-level", "DEBUG"],
-        input="".join(json.dumps(line) + "\n" for line in lines).encode(),
-        capture_output=True,
-        timeout=60,
-    )
-    replies = [json.loads(line) for line in completed.stdout.decode("utf-8").splitlines()]
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        replies = []
+        for message in (initialize, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}):  # fmt: skip
+            process.stdin.write((json.dumps(message) + "\n").encode())
+            process.stdin.flush()
+            if "id" in message:
+                replies.append(json.loads(process.stdout.readline()))  # each stdout line must be JSON-RPC
+        process.stdin.close()  # end of input: the proxy exits
+        rest, stderr = process.stdout.read(), process.stderr.read()
+        assert process.wait(timeout=30) == 0
     assert [reply.get("id") for reply in replies] == [1, 2]
     assert "get_metadata" in [tool["name"] for tool in replies[1]["result"]["tools"]]
-    assert b"DEBUG" in completed.stderr  # the logs went to stderr
+    assert rest == b""
+    assert b"DEBUG" in stderr  # the logs went to stderr
 
 
 @pytest.mark.anyio
