@@ -11,10 +11,9 @@ from mcp import Client, ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 
 from py_server.demo.loopback import LoopbackServer
+from py_server.demo.onec_emulator import EmulatorState, OneCEmulator
 from py_server.http_server import create_app
 from py_server.wiring import build_proxy
-
-from py_server.demo.onec_emulator import EmulatorState, OneCEmulator
 
 from .conftest import TEST_PASSWORD, TRANSPORTS, http_proxy, mcp_session, proxy_settings
 
@@ -133,7 +132,7 @@ async def test_twenty_concurrent_calls_each_get_their_own_answer(emulator: OneCE
 
 async def _until(condition: Callable[[], bool]) -> None:
     """Wait for a condition another thread makes true (bounded by the caller's fail_after)."""
-    while not condition():
+    while not condition():  # noqa: ASYNC110 - it changes in the server's thread, no event to await
         await anyio.sleep(0.01)
 
 
