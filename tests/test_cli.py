@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from mcp import StdioServerParameters, stdio_client
 
@@ -138,3 +141,37 @@ async def test_debug_log_never_contains_the_1c_password(emulator: OneCEmulator, 
     from py_server.logging_setup import basic_auth_token
 
     assert basic_auth_token(emulator.username, secret) not in log
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, as Ctrl-C does on a POSIX terminal")
+def test_ctrl_c_shuts_down_cleanly_with_streams_open() -> None:
+    port = _free_port()
+    with subprocess.Popen(
+        [sys.executable, "-m", "py_server", "http", "--demo", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stderr is not None
+        seen: list[bytes] = []
+        try:
+            for line in process.stderr:  # until the proxy itself (not a demo backend) listens
+                seen.append(line)
+                if f"Uvicorn running on http://127.0.0.1:{port}".encode() in line:
+                    break
+            base = f"http://127.0.0.1:{port}"
+            with httpx.Client(timeout=10) as client, client.stream("GET", f"{base}/sse") as sse:
+                lines = sse.iter_lines()
+                assert [next(lines), next(lines)[:20]] == ["event: endpoint", "data: /messages/?ses"]  # open
+                process.send_signal(signal.SIGINT)
+                code = process.wait(timeout=15)
+        finally:
+            process.kill()
+        log = b"".join(seen) + process.stderr.read()
+    assert code == 0
+    assert b"ERROR" not in log and b"Traceback" not in log

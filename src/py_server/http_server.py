@@ -23,7 +23,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, Streamable
 from sse_starlette import EventSourceResponse
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .http_security import MCP_PATHS, RequestGuard
@@ -42,6 +42,30 @@ class _SSEEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with self._transport.connect_sse(scope, receive, send) as (read_stream, write_stream):
             await self._proxy.server.run(read_stream, write_stream, self._proxy.initialization_options())
+
+
+class _FinishStreams:
+    """Close a streaming response that its transport left open (at shutdown, the SSE and Streamable
+    HTTP streams end without their final body frame, which uvicorn reports as an ERROR)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = finished = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started, finished
+            started = started or message["type"] == "http.response.start"
+            finished = finished or (message["type"] == "http.response.body" and not message.get("more_body"))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            if started and not finished:
+                with contextlib.suppress(Exception):  # the client may be gone already
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def create_app(proxy: MCPProxy) -> FastAPI:
@@ -78,10 +102,10 @@ def create_app(proxy: MCPProxy) -> FastAPI:
         healthy, report = await proxy.health()
         return JSONResponse(report, status_code=200 if healthy else 503)
 
-    app.router.routes.append(Route("/sse", endpoint=_SSEEndpoint(proxy, sse), methods=["GET"]))
+    app.router.routes.append(Route("/sse", endpoint=_FinishStreams(_SSEEndpoint(proxy, sse)), methods=["GET"]))
     app.router.routes.append(Mount("/messages/", app=sse.handle_post_message))
     # Route, not Mount: clients POST to exactly /mcp, with no redirect to /mcp/.
-    app.router.routes.append(Route("/mcp", endpoint=StreamableHTTPASGIApp(sessions)))
+    app.router.routes.append(Route("/mcp", endpoint=_FinishStreams(StreamableHTTPASGIApp(sessions))))
 
     app.add_middleware(RequestGuard, settings=settings, protected_paths=MCP_PATHS)
     if settings.allowed_origins:  # added last = outermost, so preflights never reach the guard

@@ -1,0 +1,261 @@
+"""The offline knowledge base: SQLite FTS5 over stemmed chunks of local Markdown/text files.
+
+No cloud account, no model weights: documents are cut into ~1500-character chunks (300 of overlap,
+split at headings and paragraphs first), a Russian Snowball-stemmed copy of each chunk is indexed,
+and a query is the OR of its stemmed words, ranked by bm25().
+
+    stats = build_index(Path("docs"), Path("kb.sqlite"))   # what `onec-mcp-proxy kb index` runs
+    kb = LocalKnowledgeBase()                              # the shipped documents, in memory
+    documents = await kb.retrieve("повторный ремонт")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import ProxyError
+from .chunking import match_expression, split_sections, split_text, tokens
+from .models import RagDocument
+
+logger = logging.getLogger(__name__)
+
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "knowledge_base"
+SCHEMA_VERSION = "1"  # bump when chunking or stemming changes: an old index is then rebuilt whole
+_SUFFIXES = (".md", ".txt")
+
+
+class KnowledgeBaseError(ProxyError):
+    """The local knowledge base cannot be built or read. The text says what to do."""
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    source_dir: Path
+    index: str  # file path or ":memory:"
+    files_indexed: int
+    files_unchanged: int
+    files_removed: int
+    chunks: int  # chunks in the index after the refresh
+    documents: int  # files in the index after the refresh
+    version: str
+    elapsed_ms: float
+
+
+def format_stats(stats: IndexStats) -> str:
+    return (
+        f"Knowledge base {stats.source_dir} -> {stats.index}: {stats.files_indexed} file(s) indexed, "
+        f"{stats.files_unchanged} unchanged, {stats.files_removed} removed; {stats.documents} document(s), "
+        f"{stats.chunks} chunk(s), version {stats.version}, {stats.elapsed_ms:.1f} ms"
+    )
+
+
+def _connect(target: str) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(target, check_same_thread=False)  # used from worker threads, locked
+        conn.executescript(
+            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS files(name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, chunks INTEGER);"
+            "CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY, file TEXT NOT NULL,"
+            " position INTEGER NOT NULL, heading TEXT NOT NULL, content TEXT NOT NULL);"
+            "CREATE INDEX IF NOT EXISTS chunks_file ON chunks(file);"
+        )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is not None and row[0] != SCHEMA_VERSION:  # older chunking/stemming: start over
+            conn.executescript("DROP TABLE IF EXISTS chunks_fts; DELETE FROM chunks; DELETE FROM files;")
+        # Column 0: the stemmed heading path (weighted up in bm25), column 1: the stemmed text.
+        conn.execute(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(title, body,"
+            " tokenize='unicode61 remove_diacritics 0')"
+        )
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        conn.commit()
+    except sqlite3.OperationalError as exc:
+        if "fts5" in str(exc).lower():
+            raise KnowledgeBaseError(
+                f"SQLite {sqlite3.sqlite_version} in this Python has no FTS5 module, which the local "
+                "knowledge base needs: use a Python build with FTS5 (python.org, Debian/Ubuntu packages "
+                "have it) or set MCP_RAG_BACKEND=managed/off"
+            ) from None
+        raise KnowledgeBaseError(f"Cannot open the knowledge base index {target}: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise KnowledgeBaseError(
+            f"{target} is not a knowledge base index ({exc}): point MCP_KB_INDEX to another file"
+        ) from None
+    return conn
+
+
+def _source_files(source_dir: Path) -> dict[str, Path]:
+    if not source_dir.is_dir():
+        raise KnowledgeBaseError(
+            f"Knowledge base folder {source_dir} does not exist (check MCP_KB_DIR or the folder given to `kb index`)"
+        )
+    files = (p for p in source_dir.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
+    return {p.relative_to(source_dir).as_posix(): p for p in sorted(files)}
+
+
+def _refresh(conn: sqlite3.Connection, source_dir: Path, index: str) -> IndexStats:
+    """Re-index new and changed files (by SHA-256), drop removed ones; one transaction."""
+    started = time.perf_counter()
+    files = _source_files(source_dir)
+    known = dict(conn.execute("SELECT name, sha256 FROM files").fetchall())
+    indexed = unchanged = 0
+    with conn:
+        for name in known.keys() - files.keys():
+            _drop(conn, name)
+        for name, path in files.items():
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if known.get(name) == digest:
+                unchanged += 1
+                continue
+            _drop(conn, name)
+            count = _insert(conn, name, data.decode("utf-8-sig", errors="replace"))
+            conn.execute("INSERT INTO files VALUES (?, ?, ?)", (name, digest, count))
+            indexed += 1
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('source_dir', ?)", (str(source_dir),))
+    rows = conn.execute("SELECT name, sha256, chunks FROM files ORDER BY name").fetchall()
+    version = "local-" + hashlib.sha256(repr(rows).encode()).hexdigest()[:12]
+    return IndexStats(
+        source_dir=source_dir,
+        index=index,
+        files_indexed=indexed,
+        files_unchanged=unchanged,
+        files_removed=len(known.keys() - files.keys()),
+        chunks=sum(r[2] for r in rows),
+        documents=len(rows),
+        version=version,
+        elapsed_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _drop(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute("DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE file = ?)", (name,))
+    conn.execute("DELETE FROM chunks WHERE file = ?", (name,))
+    conn.execute("DELETE FROM files WHERE name = ?", (name,))
+
+
+def _insert(conn: sqlite3.Connection, name: str, text: str) -> int:
+    position = 0
+    for heading, section in split_sections(text):
+        for chunk in split_text(section):
+            cursor = conn.execute(
+                "INSERT INTO chunks(file, position, heading, content) VALUES (?, ?, ?, ?)",
+                (name, position, heading, chunk),
+            )
+            title = " ".join(tokens(heading))
+            conn.execute(
+                "INSERT INTO chunks_fts(rowid, title, body) VALUES (?, ?, ?)",
+                (cursor.lastrowid, title, " ".join(tokens(chunk))),
+            )
+            position += 1
+    return position
+
+
+def _build(target: str, source_dir: Path) -> tuple[sqlite3.Connection, IndexStats]:
+    """Open the index `target` (a file or ":memory:") and refresh it from `source_dir`."""
+    try:
+        if target != ":memory:":
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(target)
+    except OSError as exc:
+        raise KnowledgeBaseError(f"Cannot create the knowledge base index {target}: {exc}") from None
+    try:
+        return conn, _refresh(conn, source_dir, target)
+    except (sqlite3.Error, OSError) as exc:  # a read-only index file, an unreadable document
+        conn.close()
+        raise KnowledgeBaseError(f"Cannot index {source_dir} into {target}: {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
+
+
+def build_index(source_dir: Path, index_path: Path) -> IndexStats:
+    """Build or refresh the index file `index_path` from the documents in `source_dir`.
+
+    Only new and changed files are re-indexed; files gone from `source_dir` leave the index.
+
+    Raises:
+        KnowledgeBaseError: no such folder, no FTS5, `index_path` is not an index or not writable.
+    """
+    conn, stats = _build(str(index_path), source_dir)
+    conn.close()
+    return stats
+
+
+class LocalKnowledgeBase:
+    backend = "local"
+    data_source = "local_kb"
+    open_world = False
+
+    def __init__(self, source_dir: Path | None = None, index_path: Path | None = None, *, limit: int = 3):
+        self.source_dir = source_dir or SHIPPED_DIR
+        self.index_path = index_path
+        self.limit = limit
+        self.stats: IndexStats | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._open_lock = asyncio.Lock()
+        self._db_lock = threading.Lock()  # one connection, used from worker threads
+
+    @property
+    def knowledge_base_version(self) -> str:
+        return self.stats.version if self.stats else "local"
+
+    def open(self) -> IndexStats:
+        """Build (in memory) or refresh (MCP_KB_INDEX) the index; blocking. Raises KnowledgeBaseError."""
+        with self._db_lock:
+            if self._conn is None or self.stats is None:
+                target = str(self.index_path) if self.index_path else ":memory:"
+                self._conn, self.stats = _build(target, self.source_dir)
+                logger.info("%s", format_stats(self.stats))
+            return self.stats
+
+    async def ensure_open(self) -> IndexStats:
+        async with self._open_lock:  # concurrent first calls wait for one build
+            return self.stats if self.stats and self._conn else await asyncio.to_thread(self.open)
+
+    def search(self, query: str, limit: int | None = None) -> list[RagDocument]:
+        """Best chunks first (bm25); blocking. relevance_score = -bm25, higher is better."""
+        expression = match_expression(query)
+        if expression is None:
+            return []
+        self.open()
+        with self._db_lock:
+            assert self._conn is not None
+            rows = self._conn.execute(
+                "SELECT c.id, c.file, c.heading, c.position, c.content, bm25(chunks_fts, 3.0, 1.0) AS score"
+                " FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid"
+                " WHERE chunks_fts MATCH ? ORDER BY score, c.id LIMIT ?",
+                (expression, limit or self.limit),
+            ).fetchall()
+        # bm25() is "more negative is better"; report -bm25 so that higher is better, and say so.
+        explain = {"score_type": "bm25", "higher_is_better": True}
+        return [
+            RagDocument(
+                content=content,
+                metadata={"source": file, "heading": heading, "position": position, "chunk_id": chunk_id} | explain,
+                relevance_score=round(-score, 6),
+            )
+            for chunk_id, file, heading, position, content, score in rows
+        ]
+
+    async def retrieve(self, query: str) -> list[RagDocument]:
+        await self.ensure_open()
+        return await asyncio.to_thread(self.search, query)
+
+    async def probe(self) -> str:
+        stats = await self.ensure_open()
+        where = stats.index if stats.index != ":memory:" else "in memory"
+        return f"{stats.documents} documents, {stats.chunks} chunks (index {where}, {stats.version})"
+
+    async def aclose(self) -> None:
+        with self._db_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn, self.stats = None, None
