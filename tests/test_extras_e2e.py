@@ -29,9 +29,7 @@ def repairs_api() -> Iterator[LoopbackServer]:
 
 
 def extras_settings(emulator: OneCEmulator, repairs_api: LoopbackServer) -> Settings:
-    return proxy_settings(
-        emulator, repairs_api_url=repairs_api.url, repairs_api_key="test-key", rag_backend="local"
-    )
+    return proxy_settings(emulator, repairs_api_url=repairs_api.url, repairs_api_key="test-key", rag_backend="local")
 
 
 def _text(result: types.CallToolResult) -> str:
@@ -52,7 +50,7 @@ async def test_every_extra_answers_on_the_demo_data(
             result = await session.call_tool(name, {"vin": DEMO_VIN.lower()})  # normalised by the tool
             assert result.is_error is False, _text(result)
             assert result.structured_content["vin"] == DEMO_VIN
-            assert META_KEYS <= set(result.meta or {})
+            assert set(result.meta or {}) >= META_KEYS
             assert "test-key" not in result.model_dump_json()
         days = await session.call_tool("warranty_days", {"vin": DEMO_VIN})
         assert days.structured_content["total_days_in_repair"] > 30
@@ -113,4 +111,6 @@ async def test_a_1c_tool_with_a_local_name_is_reported_and_the_local_one_wins(
     assert len(listed) == 1 and listed[0].description != "1C"
     assert _text(result) != "from 1C" and result.structured_content["vin"] == DEMO_VIN
     with http_proxy(settings) as server:
-        assert httpx.get(f"{server.url}/health").json()["shadowed_tools"] == ["warranty_days"]
+        async with httpx.AsyncClient() as client:
+            health = (await client.get(f"{server.url}/health")).json()
+    assert health["shadowed_tools"] == ["warranty_days"]

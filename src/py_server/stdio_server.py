@@ -1,6 +1,6 @@
 """The stdio front-end (Claude Desktop, Cursor): stdout carries protocol messages only.
 
-    await run_stdio(proxy)
+await run_stdio(proxy)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Compose a ready proxy from settings: the 1C client, the local extras and the core.
 
-    proxy = build_proxy(settings)
+proxy = build_proxy(settings)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The built-in demo: a 1C base and a repairs API on loopback ports, so no real 1C is needed.
 
-    with demo_backends(settings) as demo_settings:
-        proxy = build_proxy(demo_settings)
+with demo_backends(settings) as demo_settings:
+    proxy = build_proxy(demo_settings)
 """
 
 from __future__ import annotations
