@@ -175,3 +175,19 @@ def test_ctrl_c_shuts_down_cleanly_with_streams_open() -> None:
         log = b"".join(seen) + process.stderr.read()
     assert code == 0
     assert b"ERROR" not in log and b"Traceback" not in log
+
+
+def test_kb_index_builds_then_refreshes_only_what_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Повторный ремонт\n\nНедостаток проявился вновь после устранения.", encoding="utf-8")
+    (docs / "b.txt").write_text("Срок устранения недостатков не более сорока пяти дней.", encoding="utf-8")
+    index = tmp_path / "kb.sqlite3"
+    assert main(["kb", "index", str(docs), "--output", str(index)]) == 0
+    first = capsys.readouterr().out
+    (docs / "b.txt").write_text("Срок устранения недостатков — 45 дней.", encoding="utf-8")
+    assert main(["kb", "index", str(docs), "--output", str(index)]) == 0
+    second = capsys.readouterr().out
+    assert index.is_file()
+    assert "2 file(s) indexed" in first
+    assert "1 file(s) indexed, 1 unchanged" in second
