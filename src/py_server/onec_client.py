@@ -109,6 +109,7 @@ class OneCClient:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self._http = http
+        self._base_url = str(http.base_url.copy_with(userinfo=b"")).rstrip("/")  # used in every message
         self._rpc_path = rpc_path.strip("/")
         self._timeout = timeout
         self._username = username
@@ -130,7 +131,7 @@ class OneCClient:
 
     @property
     def base_url(self) -> str:
-        return str(self._http.base_url.copy_with(userinfo=b"")).rstrip("/")
+        return self._base_url
 
     @property
     def rpc_url(self) -> str:
