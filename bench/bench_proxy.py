@@ -38,7 +38,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from py_server.config import Settings
+from py_server.config import ENV_NAMES, Settings, as_environment
 from py_server.demo.loopback import LOOPBACK, LoopbackServer
 from py_server.demo.onec_emulator import OneCEmulator
 from py_server.http_server import create_app
@@ -51,20 +51,6 @@ LIMITER_TRANSPORT = "streamable_http"  # the one run with the default onec_max_c
 COLD_START_RUNS = 5
 STARTUP_TIMEOUT = 30.0  # seconds for a proxy subprocess to answer /health
 PROXY_COMMAND = [sys.executable, "-m", "py_server"]
-# Every variable Settings reads: the bench ignores the caller's own configuration.
-SETTINGS_ENV = (
-    "MCP_",
-    "API_URL",
-    "API_KEY",
-    "KEY_ID",
-    "KEY_SECRET",
-    "AUTH_URL",
-    "RETRIEVE_URL_TEMPLATE",
-    "KNOWLEDGE_BASE_ID",
-    "KNOWLEDGE_BASE_VERSION_ID",
-    "RETRIEVE_LIMIT",
-    "EVOLUTION_PROJECT_ID",
-)
 Op = Callable[[], Awaitable[Any]]
 
 
@@ -193,16 +179,8 @@ def proxy_settings(emulator: OneCEmulator, **overrides: Any) -> Settings:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment a proxy subprocess needs to run with `settings` (as in tests/conftest.py)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(SETTINGS_ENV)}
-    for field, value in settings.model_dump().items():
-        if value is None or field in ("demo", "allowed_origins", "allowed_hosts"):
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"MCP_{field.upper()}"] = str(value)
-    env["PYTHONIOENCODING"] = "utf-8"
-    return env
+    """The environment a proxy subprocess needs to run with `settings`."""
+    return {**as_environment(settings, dict(os.environ)), "PYTHONIOENCODING": "utf-8"}
 
 
 def stdio_params(settings: Settings, workdir: str) -> StdioServerParameters:
@@ -441,7 +419,7 @@ def parse_args() -> argparse.Namespace:
 @contextlib.contextmanager
 def clean_environment() -> Iterator[None]:
     """Drop the caller's MCP_* (and legacy) variables, so the in-process proxy uses only our settings."""
-    saved = {key: value for key, value in os.environ.items() if key.startswith(SETTINGS_ENV)}
+    saved = {key: os.environ[key] for key in ENV_NAMES & os.environ.keys()}
     for key in saved:
         del os.environ[key]
     try:

@@ -17,35 +17,20 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from py_server.config import Settings
+from py_server.config import ENV_NAMES, Settings, as_environment
 from py_server.demo.loopback import LoopbackServer
 from py_server.demo.onec_emulator import EmulatorState, OneCEmulator
 from py_server.http_server import create_app
 from py_server.wiring import build_proxy
 
 TRANSPORTS = ("stdio", "sse", "streamable_http")
-# Every variable Settings reads, so a developer's own environment cannot leak into the tests.
-_SETTINGS_ENV = (
-    "MCP_",
-    "API_URL",
-    "API_KEY",
-    "KEY_ID",
-    "KEY_SECRET",
-    "AUTH_URL",
-    "RETRIEVE_URL_TEMPLATE",
-    "KNOWLEDGE_BASE_ID",
-    "KNOWLEDGE_BASE_VERSION_ID",
-    "RETRIEVE_LIMIT",
-    "EVOLUTION_PROJECT_ID",
-)
 MessageHandler = Callable[[Any], Awaitable[None]]
 
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(_SETTINGS_ENV):
-            monkeypatch.delenv(name)
+    for name in ENV_NAMES & os.environ.keys():
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
 
 
@@ -86,15 +71,7 @@ def proxy_settings(emulator: OneCEmulator, **overrides: Any) -> Settings:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment a stdio subprocess needs to run with `settings`."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(_SETTINGS_ENV)}
-    for field, value in settings.model_dump().items():
-        if value is None or field in ("demo", "allowed_origins", "allowed_hosts"):
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"MCP_{field.upper()}"] = str(value)
-    env["PYTHONIOENCODING"] = "utf-8"
-    return env
+    return {**as_environment(settings, dict(os.environ)), "PYTHONIOENCODING": "utf-8"}
 
 
 @contextlib.contextmanager

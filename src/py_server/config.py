@@ -201,3 +201,31 @@ def require_onec_url(settings: Settings) -> str:
             "(or run with --demo to try the built-in demo base)"
         )
     return settings.onec_base_url
+
+
+def _env_names() -> frozenset[str]:
+    names = set()
+    for field, info in Settings.model_fields.items():
+        names.add(f"MCP_{field.upper()}")
+        if isinstance(info.validation_alias, AliasChoices):
+            names.update(c for c in info.validation_alias.choices if isinstance(c, str) and c.isupper())
+    return frozenset(names)
+
+
+ENV_NAMES = _env_names()
+"""Every environment variable Settings reads (MCP_* and the original server's names)."""
+
+
+def as_environment(settings: Settings, base: dict[str, str]) -> dict[str, str]:
+    """`base` without any setting of its own, plus the MCP_* variables that reproduce `settings`
+    in a child process (how tests and bench/ start `onec-mcp-proxy stdio`)."""
+    env = {key: value for key, value in base.items() if key not in ENV_NAMES}
+    for field, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, list):
+            value = ",".join(value)
+        env[f"MCP_{field.upper()}"] = str(value)
+    return env
