@@ -15,8 +15,10 @@ result here, so nothing escapes a local tool.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from mcp import types
@@ -65,6 +67,15 @@ class Extra(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def execution_meta(started: float) -> dict[str, Any]:
+    """The `_meta` keys every local tool result carries: elapsed time since `started`
+    (a `time.perf_counter()` value) and a UTC timestamp like "2025-12-07T12:00:00Z"."""
+    return {
+        "execution_time_ms": round((time.perf_counter() - started) * 1000),
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 def error_result(text: str, *, meta: dict[str, Any] | None = None) -> types.CallToolResult:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -24,7 +23,7 @@ from pydantic import SecretStr
 
 from ...config import Settings, env_name
 from ...errors import UpstreamError
-from ...local_tools import ExtraStatus, LocalTool, error_result
+from ...local_tools import ExtraStatus, LocalTool, error_result, execution_meta
 from .iam import Clock, IamTokenProvider
 from .local_kb import KnowledgeBaseError, LocalKnowledgeBase
 from .managed import ManagedRagBackend
@@ -94,10 +93,6 @@ def tool_definition(backend: RagBackend) -> types.Tool:
             open_world_hint=backend.open_world,  # the local index never leaves the machine
         ),
     )
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ComplianceExtra:
@@ -214,8 +209,7 @@ class ComplianceExtra:
         backend = self.backend
         return {
             "query": query if isinstance(query, str) else None,
-            "execution_time_ms": int((time.perf_counter() - started) * 1000),
-            "timestamp": _now(),
+            **execution_meta(started),
             "backend": backend.backend if backend else None,
             "data_source": backend.data_source if backend else None,
         }

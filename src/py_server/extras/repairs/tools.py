@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from mcp import types
@@ -23,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from ...config import Settings
 from ...errors import UpstreamError
-from ...local_tools import ExtraStatus, LocalTool, error_result
+from ...local_tools import ExtraStatus, LocalTool, error_result, execution_meta
 from . import formatters, models
 from .client import PROBE_VIN, RepairsApiClient
 from .vin import VIN_FORMAT_HINT, InvalidVinError, validate_vin
@@ -184,8 +183,7 @@ async def _run(spec: _Spec, client: RepairsApiClient, arguments: dict[str, Any])
 
 
 def _finish(meta: dict[str, Any], started: float, *, error_type: str | None = None) -> dict[str, Any]:
-    meta["execution_time_ms"] = round((time.perf_counter() - started) * 1000)
-    meta["timestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    meta.update(execution_meta(started))
     if error_type is not None:
         meta["error_type"] = error_type
     return meta
