@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     onec_timeout: float = Field(120.0, gt=0)
     onec_connect_timeout: float = Field(10.0, gt=0)
     onec_max_concurrency: int = Field(4, ge=1, le=256)
+    # Seconds a call may wait for one of the MCP_ONEC_MAX_CONCURRENCY slots before "1C is busy".
+    onec_queue_timeout: float = Field(60.0, gt=0)
+    # A 1C answer larger than this is refused without being read into memory.
+    onec_max_response_mb: float = Field(64.0, gt=0)
+    # An explicit HTTP proxy for 1C; HTTP(S)_PROXY and the system proxy are ignored for 1C.
+    onec_http_proxy: str | None = None
     catalog_ttl: float = Field(60.0, ge=1)
 
     # --- HTTP front-end -------------------------------------------------------------------
@@ -55,6 +61,16 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = []
     allowed_hosts: Annotated[list[str], NoDecode] = []
     sse_ping_interval: float = Field(15.0, gt=0)
+    # Serving beyond loopback without MCP_AUTH_TOKEN is refused unless this says it is meant.
+    allow_unauthenticated: bool = False
+    # Streamable HTTP sessions idle this long are closed; SSE streams with no message this long too.
+    session_idle_timeout: float = Field(1800.0, gt=0)
+    # Streamable HTTP sessions + SSE streams + 2026 subscriptions/listen streams open at once.
+    max_sessions: int = Field(1000, ge=1)
+    # Largest request body the HTTP front-end reads (MiB).
+    max_request_mb: float = Field(4.0, gt=0)
+    # Seconds a new connection has to send its whole request head before it is closed.
+    header_timeout: float = Field(10.0, gt=0)
 
     # --- general --------------------------------------------------------------------------
     log_level: LogLevel = "INFO"

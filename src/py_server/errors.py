@@ -5,11 +5,14 @@
     ├── OneCError                   anything that went wrong talking to 1C
     │   ├── OneCConnectionError     cannot connect (URL), connection dropped
     │   │   └── OneCTimeoutError    no answer within MCP_ONEC_TIMEOUT
+    │   ├── OneCBusyError           no concurrency slot within MCP_ONEC_QUEUE_TIMEOUT
     │   ├── OneCHTTPError           an HTTP status that is not a JSON-RPC reply (HTML error pages)
     │   │   ├── OneCAuthError       401 / 403: check user and rights
     │   │   └── OneCRedirectError   3xx: check the case of the base name in MCP_ONEC_URL
     │   ├── OneCProtocolError       200 but not JSON, or not a JSON-RPC reply to our request
+    │   │   └── OneCResponseTooLarge  the answer exceeds MCP_ONEC_MAX_RESPONSE_MB (not read)
     │   └── OneCRpcError            1C answered with a JSON-RPC error (keeps .code)
+    ├── InvalidRequestError         the client's request cannot be sent to 1C (e.g. NaN in arguments)
     └── UpstreamError               a local extra's upstream failed (keeps .error_type)
 
 Only `onec_client` translates httpx and JSON exceptions into `OneCError`; everything above it
@@ -41,6 +44,10 @@ class OneCTimeoutError(OneCConnectionError):
     """1C did not answer in time."""
 
 
+class OneCBusyError(OneCError):
+    """Every concurrency slot stayed taken for MCP_ONEC_QUEUE_TIMEOUT; the call was not sent."""
+
+
 class OneCHTTPError(OneCError):
     """1C (or the web server in front of it) answered with an HTTP error status."""
 
@@ -61,6 +68,10 @@ class OneCProtocolError(OneCError):
     """The answer was not a JSON-RPC reply to the request we sent."""
 
 
+class OneCResponseTooLarge(OneCProtocolError):
+    """1C's answer is larger than MCP_ONEC_MAX_RESPONSE_MB; it was not read into memory."""
+
+
 class OneCRpcError(OneCError):
     """1C answered with a JSON-RPC error.
 
@@ -76,6 +87,13 @@ class OneCRpcError(OneCError):
     @property
     def method_not_found(self) -> bool:
         return self.code == METHOD_NOT_FOUND
+
+
+class InvalidRequestError(ProxyError):
+    """What the client asked for cannot be sent to 1C as it is (arguments that are not JSON values).
+
+    The client's fault, so front-ends answer it as invalid params, not as a 1C failure.
+    """
 
 
 class UpstreamError(ProxyError):

@@ -5,12 +5,14 @@ configure_logging("DEBUG", secrets=[settings.onec_password.get_secret_value()])
 
 from __future__ import annotations
 
-import base64
 import logging
 import sys
 from collections.abc import Iterable
 
-MASK = "***"
+from .redaction import Redactor, basic_auth_token
+
+__all__ = ["LOG_FORMAT", "SecretMaskingFilter", "basic_auth_token", "configure_logging"]
+
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # Libraries whose INFO lines are per-request noise; they speak at DEBUG only when we do.
 _CHATTY = ("httpx", "httpcore", "mcp", "sse_starlette", "uvicorn.access")
@@ -23,29 +25,22 @@ class SecretMaskingFilter(logging.Filter):
     that does (a request dump at DEBUG, an exception that echoes a URL).
     """
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str] | Redactor) -> None:
         super().__init__()
-        self._secrets = sorted({secret for secret in secrets if len(secret) >= 3}, key=len, reverse=True)
+        self._redactor = secrets if isinstance(secrets, Redactor) else Redactor(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
+        if not self._redactor:
             return True
         message = record.getMessage()
-        masked = message
-        for secret in self._secrets:
-            masked = masked.replace(secret, MASK)
+        masked = self._redactor.redact(message)
         if masked != message:
             record.msg, record.args = masked, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            for secret in self._secrets:
-                record.exc_text = record.exc_text.replace(secret, MASK)
+            record.exc_text = self._redactor.redact(record.exc_text)
         return True
-
-
-def basic_auth_token(username: str, password: str) -> str:
-    return base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 def configure_logging(level: str, *, secrets: Iterable[str] = ()) -> None:
