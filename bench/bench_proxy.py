@@ -196,20 +196,17 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def http_proxy_process(settings: Settings, ctx: Context) -> AsyncIterator[str]:
-    """`python -m py_server http` on a free loopback port; yields its URL once /health answers."""
+async def spawn_http_proxy(settings: Settings, workdir: str, errlog: TextIO) -> AsyncIterator[tuple[str, Process]]:
+    """`python -m py_server http` on a free loopback port; yields its URL and process once /health answers."""
     port = free_port()
     env = settings_env(settings.model_copy(update={"host": LOOPBACK, "port": port}))
     url = f"http://{LOOPBACK}:{port}"
     command = [*PROXY_COMMAND, "http"]
     devnull = subprocess.DEVNULL
-    process = await anyio.open_process(
-        command, env=env, cwd=ctx.workdir, stdin=devnull, stdout=devnull, stderr=ctx.errlog
-    )
+    process = await anyio.open_process(command, env=env, cwd=workdir, stdin=devnull, stdout=devnull, stderr=errlog)
     try:
         await wait_until_healthy(url, process)
-        yield url
-        record_peak_rss(ctx, "http", process.pid)
+        yield url, process
     finally:
         process.terminate()
         with anyio.move_on_after(10) as scope:
@@ -218,6 +215,14 @@ async def http_proxy_process(settings: Settings, ctx: Context) -> AsyncIterator[
             process.kill()
             await process.wait()
         await process.aclose()
+
+
+@contextlib.asynccontextmanager
+async def http_proxy_process(settings: Settings, ctx: Context) -> AsyncIterator[str]:
+    """`python -m py_server http` on a free loopback port; yields its URL once /health answers."""
+    async with spawn_http_proxy(settings, ctx.workdir, ctx.errlog) as (url, process):
+        yield url
+        record_peak_rss(ctx, "http", process.pid)
 
 
 async def wait_until_healthy(url: str, process: Process) -> None:

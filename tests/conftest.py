@@ -20,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from py_server.config import ENV_NAMES, Settings, as_environment
 from py_server.demo.loopback import LoopbackServer
 from py_server.demo.onec_emulator import EmulatorState, OneCEmulator
-from py_server.http_server import create_app
+from py_server.http_server import create_app, uvicorn_options
 from py_server.wiring import build_proxy
 
 TRANSPORTS = ("stdio", "sse", "streamable_http")
@@ -29,8 +29,12 @@ MessageHandler = Callable[[Any], Awaitable[None]]
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ENV_NAMES & os.environ.keys():
-        monkeypatch.delenv(name)
+    """No test sees the developer's settings: every MCP_* and known name is removed, and no .env is found."""
+    # HOST and PORT too: the proxy must ignore them, so no test may pass only because a shell has them.
+    for name in list(os.environ):
+        upper = name.upper()
+        if upper.startswith("MCP_") or upper in ENV_NAMES or upper in ("HOST", "PORT"):
+            monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
 
 
@@ -77,7 +81,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 @contextlib.contextmanager
 def http_proxy(settings: Settings) -> Iterator[LoopbackServer]:
     """The proxy's FastAPI app under uvicorn on a free loopback port."""
-    with LoopbackServer(create_app(build_proxy(settings))) as server:
+    with LoopbackServer(create_app(build_proxy(settings)), options=uvicorn_options(settings)) as server:
         yield server
 
 

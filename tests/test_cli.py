@@ -1,45 +1,29 @@
-"""The command line: settings precedence, one-line errors, `check`, stdio hygiene, no secret in logs."""
+"""The command line: one-line errors, refusing unsafe exposure, `check`, stdio hygiene, no secret in logs.
+
+Settings precedence and names are in test_settings.py."""
 
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from mcp import StdioServerParameters, stdio_client
 
-from py_server.config import load_settings
 from py_server.demo.onec_emulator import OneCEmulator
+from py_server.errors import ProxyError
 from py_server.main import main
+from py_server.redaction import basic_auth_token
 
 from .conftest import proxy_settings, settings_env
-
-
-def test_flags_beat_the_env_file_which_beats_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("MCP_PORT", "1001")
-    monkeypatch.setenv("MCP_ONEC_TIMEOUT", "7")
-    env_file = tmp_path / "proxy.env"
-    env_file.write_text("MCP_PORT=1002\nMCP_SERVER_NAME=из-файла\n", encoding="utf-8")
-    assert load_settings({"port": 1003}, env_file=env_file).port == 1003
-    from_file = load_settings({}, env_file=env_file)
-    assert (from_file.port, from_file.server_name, from_file.onec_timeout) == (1002, "из-файла", 7.0)
-
-
-def test_original_server_names_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("API_URL", "http://repairs.local:8000")
-    monkeypatch.setenv("KEY_ID", "key-id")
-    monkeypatch.setenv("RETRIEVE_LIMIT", "5")
-    settings = load_settings({}, env_file=None)
-    assert (settings.repairs_api_url, settings.rag_key_id, settings.rag_retrieve_limit) == (
-        "http://repairs.local:8000",
-        "key-id",
-        5,
-    )
 
 
 def test_missing_1c_url_stops_with_one_line_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,6 +39,122 @@ def test_bad_setting_value_stops_with_one_line_naming_it(
     assert main(["stdio"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "MCP_ONEC_MAX_CONCURRENCY" in err
+
+
+def test_a_missing_env_file_stops_with_one_line_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--env-file", "prod.env"]) == 2
+    err = capsys.readouterr().err
+    assert err == "onec-mcp-proxy: --env-file prod.env does not exist\n"
+
+
+def test_a_utf16_env_file_stops_with_one_line_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    Path(".env").write_text("MCP_ONEC_URL=http://server/base\n", encoding="utf-16")
+    assert main(["stdio"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("onec-mcp-proxy: .env is UTF-16, not UTF-8: save it as UTF-8") and err.count("\n") == 1
+
+
+def _fail_with(exc: BaseException) -> Callable[..., Any]:
+    def run_check(*args: object, **kwargs: object) -> Any:
+        raise exc
+
+    return run_check
+
+
+def test_an_unexpected_error_is_one_masked_line_and_exit_code_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_ONEC_PASSWORD", "Пароль-в-ошибке")
+    monkeypatch.setattr("py_server.check.run_check", _fail_with(RuntimeError("bad state\nafter Пароль-в-ошибке")))
+    assert main(["check"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "onec-mcp-proxy: unexpected error: RuntimeError: bad state after ***; run with --log-level DEBUG for details\n"
+    )
+
+
+def test_an_unexpected_error_logs_its_traceback_at_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("py_server.check.run_check", _fail_with(RuntimeError("bad state")))
+    assert main(["check", "--log-level", "DEBUG"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "raise exc" in err
+    assert err.endswith(
+        "onec-mcp-proxy: unexpected error: RuntimeError: bad state; run with --log-level DEBUG for details\n"
+    )
+
+
+def test_ctrl_c_during_start_up_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("py_server.check.run_check", _fail_with(KeyboardInterrupt()))
+    assert main(["check"]) == 130
+
+
+def test_logs_mask_the_1c_password_in_every_form_it_travels_in(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user, password = "mcp_user", "Пароль-в-журнале"
+
+    def run_check(*args: object, **kwargs: object) -> Any:
+        logging.getLogger("py_server.check").warning(
+            "sent %s:%s as Basic %s", user, password, basic_auth_token(user, password)
+        )
+        raise ProxyError("done")
+
+    monkeypatch.setenv("MCP_ONEC_USERNAME", user)
+    monkeypatch.setenv("MCP_ONEC_PASSWORD", password)
+    monkeypatch.setattr("py_server.check.run_check", run_check)
+    assert main(["check"]) == 1
+    err = capsys.readouterr().err
+    assert "sent *** as Basic ***" in err
+    assert password not in err and basic_auth_token(user, password) not in err
+
+
+class _UvicornRun:
+    """Stands in for uvicorn.run: records where the proxy would listen, and returns at once."""
+
+    def __init__(self) -> None:
+        self.hosts: list[str] = []
+
+    def __call__(self, app: object, *, host: str, **options: object) -> None:
+        self.hosts.append(host)
+
+
+def test_http_beyond_loopback_without_a_token_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uvicorn_run = _UvicornRun()
+    monkeypatch.setattr("uvicorn.run", uvicorn_run)
+    assert main(["http", "--host", "0.0.0.0", "--allowed-hosts", "*", "--demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("onec-mcp-proxy: MCP_HOST=0.0.0.0 serves other machines, but MCP_AUTH_TOKEN is not set")
+    assert "secrets.token_urlsafe(32)" in err and "MCP_ALLOW_UNAUTHENTICATED=true" in err and err.count("\n") == 1
+    assert uvicorn_run.hosts == []
+
+
+def test_http_beyond_loopback_without_a_token_starts_with_a_warning_when_allowed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uvicorn_run = _UvicornRun()
+    monkeypatch.setattr("uvicorn.run", uvicorn_run)
+    monkeypatch.setenv("MCP_ALLOW_UNAUTHENTICATED", "true")
+    assert main(["http", "--host", "0.0.0.0", "--onec-url", "http://127.0.0.1:9/base"]) == 0
+    err = capsys.readouterr().err
+    assert uvicorn_run.hosts == ["0.0.0.0"]
+    assert "WARNING" in err and "without MCP_AUTH_TOKEN" in err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_http_with_a_token_or_on_loopback_starts_without_that_warning(
+    host: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uvicorn_run = _UvicornRun()
+    monkeypatch.setattr("uvicorn.run", uvicorn_run)
+    if host != "127.0.0.1":
+        monkeypatch.setenv("MCP_AUTH_TOKEN", "a-long-random-token-for-tests")
+    assert main(["http", "--host", host, "--onec-url", "http://127.0.0.1:9/base"]) == 0
+    assert uvicorn_run.hosts == [host]
+    assert "MCP_AUTH_TOKEN" not in capsys.readouterr().err
 
 
 def test_check_reports_what_it_found(

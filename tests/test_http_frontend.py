@@ -24,6 +24,8 @@ def test_index_names_the_endpoints_and_the_1c_url_without_credentials(emulator: 
         info = httpx.get(server.url).json()
     assert info["endpoints"] == {
         "health": "/health",
+        "live": "/health/live",
+        "ready": "/health/ready",
         "sse": "/sse",
         "messages": "/messages/",
         "streamable_http": "/mcp",
@@ -108,7 +110,7 @@ def test_no_cors_headers_without_configured_origins(emulator: OneCEmulator) -> N
     assert "access-control-allow-origin" not in response.headers
 
 
-def test_bearer_token_guards_the_mcp_endpoints_only(emulator: OneCEmulator) -> None:
+def test_bearer_token_guards_the_mcp_endpoints(emulator: OneCEmulator) -> None:
     with http_proxy(proxy_settings(emulator, auth_token="t0ken-123")) as server:
         missing = httpx.post(f"{server.url}/mcp", json=INITIALIZE, headers=MCP_HEADERS)
         wrong = httpx.post(

@@ -2,35 +2,45 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import respx
 
 from py_server import __version__
 from py_server.config import Settings
+from py_server.demo.onec_emulator import NOT_JSON_BODY, OneCEmulator
 from py_server.errors import (
     ConfigError,
+    InvalidRequestError,
     OneCAuthError,
+    OneCBusyError,
     OneCConnectionError,
     OneCError,
     OneCHTTPError,
     OneCProtocolError,
     OneCRedirectError,
+    OneCResponseTooLarge,
     OneCRpcError,
     OneCTimeoutError,
 )
 from py_server.onec_client import (
+    ERROR_BODY_LIMIT,
     READ_ONLY_METHODS,
     Discovery,
     OneCClient,
     create_http_client,
     strip_module_prefix,
 )
+
+from .conftest import proxy_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -89,6 +99,14 @@ def reply(result: Any = None, *, error: dict[str, Any] | None = None, **envelope
         return httpx.Response(200, json=body)
 
     return respond
+
+
+NOT_FOUND = {"code": -32601, "message": "Неизвестный метод: initialize"}
+
+
+def without_handshake(router: respx.MockRouter) -> respx.Route:
+    """POST rpc answers -32601, as backends without the MCP handshake answer `initialize`."""
+    return router.post("rpc").mock(side_effect=reply(error=NOT_FOUND))
 
 
 # --- JSON-RPC requests --------------------------------------------------------------------
@@ -482,6 +500,7 @@ async def test_timeouts_are_never_retried(onec: respx.MockRouter, client: OneCCl
 
 
 async def test_discovery_get_is_retried_once_after_a_connect_error(onec: respx.MockRouter, client: OneCClient) -> None:
+    without_handshake(onec)
     route = onec.get("manifest").mock(side_effect=[httpx.ConnectError("refused"), httpx.Response(200)])
     assert await client.discover() == Discovery("manifest", None)
     assert route.call_count == 2
@@ -519,6 +538,7 @@ async def test_notify_with_an_error_status_raises_http_error(onec: respx.MockRou
 async def test_discover_reads_capabilities_from_a_json_manifest(onec: respx.MockRouter, client: OneCClient) -> None:
     manifest = {"capabilities": {"tools": {"listChanged": True}, "resources": {}}}
     onec.get("manifest").mock(return_value=httpx.Response(200, json=manifest))
+    without_handshake(onec)
     expected = Discovery("manifest", {"tools": True, "resources": True, "prompts": False})
     assert await client.discover() == expected
 
@@ -528,6 +548,7 @@ async def test_discover_accepts_a_manifest_without_capabilities(
     onec: respx.MockRouter, client: OneCClient, body: bytes
 ) -> None:
     onec.get("manifest").mock(return_value=httpx.Response(200, content=body))
+    without_handshake(onec)
     assert await client.discover() == Discovery("manifest", None)
 
 
@@ -537,12 +558,14 @@ async def test_discover_falls_back_to_health_after_a_client_error_on_manifest(
 ) -> None:
     onec.get("manifest").mock(return_value=httpx.Response(status, html=IIS_404))
     onec.get("health").mock(return_value=httpx.Response(200, json={"status": "ok"}))
+    without_handshake(onec)
     assert await client.discover() == Discovery("health", None)
 
 
 async def test_discover_reports_rpc_when_neither_endpoint_exists(onec: respx.MockRouter, client: OneCClient) -> None:
     onec.get("manifest").mock(return_value=httpx.Response(404))
     onec.get("health").mock(return_value=httpx.Response(405))
+    without_handshake(onec)
     assert await client.discover() == Discovery("rpc", None)
 
 
@@ -574,10 +597,11 @@ async def test_discover_raises_timeout_without_falling_back(onec: respx.MockRout
 async def test_ping_after_discovery_uses_the_endpoint_that_answered(onec: respx.MockRouter, client: OneCClient) -> None:
     onec.get("manifest").mock(return_value=httpx.Response(404))
     health = onec.get("health").mock(return_value=httpx.Response(200, json={"status": "ok"}))
-    rpc = onec.post("rpc")
+    rpc = without_handshake(onec)
     await client.discover()
+    rpc_calls = rpc.call_count
     assert await client.ping() >= 0
-    assert (health.call_count, rpc.called) == (2, False)
+    assert (health.call_count, rpc.call_count) == (2, rpc_calls)
 
 
 async def test_ping_without_discovery_counts_method_not_found_as_alive(
@@ -598,6 +622,7 @@ async def test_ping_with_a_non_json_rpc_answer_raises_protocol_error(
 
 async def test_ping_after_discovery_raises_when_the_endpoint_fails(onec: respx.MockRouter, client: OneCClient) -> None:
     onec.get("manifest").mock(side_effect=[httpx.Response(200), httpx.Response(503, html="<h1>Unavailable</h1>")])
+    without_handshake(onec)
     await client.discover()
     with pytest.raises(OneCHTTPError, match="HTTP 503"):
         await client.ping()
@@ -633,26 +658,165 @@ async def test_at_most_max_concurrency_calls_are_in_flight() -> None:
             assert (onec_client.in_flight, peak, router.calls.call_count) == (0, 3, 10)
 
 
-async def test_cancelled_call_releases_its_slot() -> None:
-    entered, never = asyncio.Event(), asyncio.Event()
+class Slow1C:
+    """A respx responder for 1C: every call waits for `gate`; it counts the calls 1C is running."""
+
+    def __init__(self, result: dict[str, Any] | None = None) -> None:
+        self.gate = asyncio.Event()
+        self.stopped = asyncio.Event()  # a call was cancelled inside 1C (the HTTP exchange ended)
+        self.result = {"tools": []} if result is None else result
+        self.active = self.peak = self.started = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.active += 1
+        self.started += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.stopped.set()
+            raise
+        finally:
+            self.active -= 1
+        return reply(self.result)(request)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let other tasks (and the emulator's thread) run until `condition` holds; bounded by the caller's fail_after."""
+    while not condition():  # noqa: ASYNC110 - a counter on the client or the emulator, no event to await
+        await asyncio.sleep(0.001)
+
+
+async def test_a_cancelled_caller_leaves_at_once_but_its_exchange_keeps_the_slot_until_1c_answers() -> None:
+    onec = Slow1C()
+    with respx.mock(base_url=BASE) as router:
+        route = router.post("rpc").mock(side_effect=onec)
+        async with OneCClient(httpx.AsyncClient(base_url=BASE), max_concurrency=1) as onec_client:
+            with anyio.fail_after(2):
+                first = asyncio.create_task(onec_client.list_tools())
+                await until(lambda: onec.active == 1)
+                first.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await first
+                assert (onec_client.in_flight, onec.active) == (1, 1)  # 1C still runs it, and it holds the slot
+                second = asyncio.create_task(onec_client.list_tools())
+                await until(lambda: onec_client.queued == 1)
+                assert onec.started == 1
+                onec.gate.set()
+                assert await second == []
+            assert (onec.peak, route.call_count, onec_client.in_flight) == (1, 2, 0)
+
+
+async def test_a_call_cancelled_while_waiting_for_a_slot_never_reaches_1c() -> None:
+    onec = Slow1C()
+    with respx.mock(base_url=BASE) as router:
+        route = router.post("rpc").mock(side_effect=onec)
+        async with OneCClient(httpx.AsyncClient(base_url=BASE), max_concurrency=1) as onec_client:
+            with anyio.fail_after(2):
+                running = asyncio.create_task(onec_client.list_tools())
+                await until(lambda: onec.active == 1)
+                waiting = asyncio.create_task(onec_client.list_tools())
+                await until(lambda: onec_client.queued == 1)
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+                assert onec_client.queued == 0
+                onec.gate.set()
+                assert await running == []
+            assert route.call_count == 1
+
+
+async def test_waiting_for_a_slot_longer_than_the_queue_timeout_raises_busy(onec: respx.MockRouter) -> None:
+    slow = Slow1C()
+    onec.post("rpc").mock(side_effect=slow)
+    async with OneCClient.from_settings(settings(onec_max_concurrency=1, onec_queue_timeout=0.05)) as onec_client:
+        running = asyncio.create_task(onec_client.list_tools())
+        with anyio.fail_after(2), pytest.raises(OneCBusyError) as caught:
+            await until(lambda: slow.active == 1)
+            await onec_client.call_tool("Провести", {})
+        assert str(caught.value) == (
+            "1C is busy: 1 call in flight (MCP_ONEC_MAX_CONCURRENCY=1) and this one waited 0.05 s "
+            "(MCP_ONEC_QUEUE_TIMEOUT); try again later"
+        )
+        assert (slow.started, onec_client.queued) == (1, 0)
+        slow.gate.set()
+        await running
+
+
+async def test_closing_the_client_ends_exchanges_whose_callers_left() -> None:
+    onec = Slow1C()
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        router.post("rpc").mock(side_effect=onec)
+        onec_client = OneCClient(httpx.AsyncClient(base_url=BASE), max_concurrency=1)
+        with anyio.fail_after(2):
+            left = asyncio.create_task(onec_client.call_tool("Отчёт", {}))
+            await until(lambda: onec.active == 1)
+            left.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await left
+            await onec_client.aclose()
+        assert onec.stopped.is_set()
+        assert onec_client.in_flight == 0
+
+
+async def test_calls_running_or_waiting_when_the_client_closes_raise_runtime_error() -> None:
+    onec = Slow1C()
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        router.post("rpc").mock(side_effect=onec)
+        onec_client = OneCClient(httpx.AsyncClient(base_url=BASE), max_concurrency=1)
+        with anyio.fail_after(2):
+            running = asyncio.create_task(onec_client.list_tools())
+            await until(lambda: onec.active == 1)
+            waiting = asyncio.create_task(onec_client.list_tools())
+            await until(lambda: onec_client.queued == 1)
+            await onec_client.aclose()
+            with pytest.raises(RuntimeError, match="closed while tools/list was running"):
+                await running
+            with pytest.raises(RuntimeError, match="OneCClient is closed"):
+                await waiting
+        assert onec.started == 1
+
+
+async def test_an_exchange_that_fails_after_its_caller_left_is_logged_and_its_error_retrieved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    entered, gate = asyncio.Event(), asyncio.Event()
 
     async def respond(request: httpx.Request) -> httpx.Response:
-        if sent(request)["id"] == 1:
-            entered.set()
-            await never.wait()
-        return reply({"tools": []})(request)
+        entered.set()
+        await gate.wait()
+        raise httpx.ReadError("connection reset")
 
+    caplog.set_level(logging.INFO)
     with respx.mock(base_url=BASE) as router:
         router.post("rpc").mock(side_effect=respond)
-        async with OneCClient(httpx.AsyncClient(base_url=BASE), max_concurrency=1) as onec_client:
-            pending = asyncio.create_task(onec_client.list_tools())
-            await entered.wait()
-            assert onec_client.in_flight == 1
-            pending.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await pending
-            assert onec_client.in_flight == 0
-            assert await onec_client.list_tools() == []
+        async with OneCClient(httpx.AsyncClient(base_url=BASE)) as onec_client:
+            with anyio.fail_after(2):
+                left = asyncio.create_task(onec_client.call_tool("Отчёт", {}))
+                await entered.wait()
+                left.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await left
+                gate.set()
+                await until(lambda: any("after its caller left" in r.getMessage() for r in caplog.records))
+            del left
+            gc.collect()
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("tools/call failed" in m and "after its caller left" in m for m in messages), messages
+    assert not [m for m in messages if "never retrieved" in m]
+
+
+async def test_1c_never_runs_more_than_the_cap_when_callers_time_out(emulator: OneCEmulator) -> None:
+    emulator.state.latency = 0.5  # 1C is slower than the callers' patience
+    async with OneCClient.from_settings(proxy_settings(emulator, onec_max_concurrency=2)) as onec_client:
+        for _ in range(6):  # a client that gives up after 50 ms and asks again
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(onec_client.list_tools(), 0.05)
+            assert onec_client.in_flight <= 2
+        emulator.state.latency = 0.0
+        with anyio.fail_after(5):
+            assert await onec_client.list_tools()
+    assert emulator.state.max_in_flight == 2
 
 
 async def test_calls_after_close_raise_runtime_error(client: OneCClient) -> None:
@@ -744,3 +908,369 @@ async def test_password_never_appears_in_logs_errors_or_repr(
         texts = [record.getMessage() for record in caplog.records] + [str(caught.value), repr(onec_client)]
     assert any("tools/list id=1: HTTP 200" in text for text in texts)
     assert not [text for text in texts if PASSWORD in text or token in text]
+
+
+# --- 1C's limits: response size ------------------------------------------------------------
+
+
+class Body(httpx.AsyncByteStream):
+    """A response body that counts how many of its bytes were read."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.read = 0
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            self.read += len(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_an_answer_whose_content_length_exceeds_the_cap_is_refused_unread(onec: respx.MockRouter) -> None:
+    body = Body([b"x" * 1000])
+    onec.post("rpc").mock(return_value=httpx.Response(200, headers={"Content-Length": "1000"}, stream=body))
+    async with OneCClient(httpx.AsyncClient(base_url=BASE), max_response_bytes=100) as onec_client:
+        with pytest.raises(OneCResponseTooLarge):
+            await onec_client.call_tool("Выгрузка", {})
+    assert (body.read, body.closed) == (0, True)
+
+
+async def test_an_answer_without_content_length_is_read_only_up_to_the_cap(onec: respx.MockRouter) -> None:
+    body = Body([b"x" * 64] * 10)
+    onec.post("rpc").mock(return_value=httpx.Response(200, stream=body))
+    async with OneCClient(httpx.AsyncClient(base_url=BASE), max_response_bytes=100) as onec_client:
+        with pytest.raises(OneCResponseTooLarge):
+            await onec_client.call_tool("Выгрузка", {})
+    assert (body.read, body.closed) == (128, True)
+
+
+async def test_too_large_names_the_limit_and_the_setting(onec: respx.MockRouter) -> None:
+    body = Body([])
+    onec.post("rpc").mock(return_value=httpx.Response(200, headers={"Content-Length": str(65 * 2**20)}, stream=body))
+    async with OneCClient.from_settings(settings()) as onec_client:
+        with pytest.raises(OneCResponseTooLarge) as caught:
+            await onec_client.call_tool("Выгрузка", {})
+    assert str(caught.value) == (
+        "1C's answer to tools/call is larger than 64 MB (MCP_ONEC_MAX_RESPONSE_MB); "
+        "ask for less data or raise the setting"
+    )
+
+
+async def test_only_the_first_kb_of_an_error_page_are_read(onec: respx.MockRouter, client: OneCClient) -> None:
+    body = Body([b"<html><title>500 - Internal server error.</title>"] + [b"<p>" + b"x" * 1021] * 100)
+    onec.post("rpc").mock(return_value=httpx.Response(500, stream=body))
+    with pytest.raises(OneCHTTPError, match=r"HTTP 500: 500 - Internal server error\."):
+        await client.list_tools()
+    assert ERROR_BODY_LIMIT <= body.read <= ERROR_BODY_LIMIT + 1024
+    assert body.closed
+
+
+# --- proxies --------------------------------------------------------------------------------
+
+
+async def test_the_1c_client_ignores_proxies_set_in_the_environment(
+    emulator: OneCEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with OneCClient.from_settings(proxy_settings(emulator)) as onec_client:
+        assert await onec_client.list_tools()
+
+
+async def test_mcp_onec_http_proxy_sends_1c_requests_through_that_proxy() -> None:
+    heads: list[bytes] = []
+    answer = b'{"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "x"}}'
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(answer), answer))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        configured = settings(onec_url="http://onec.invalid/base", onec_http_proxy=f"http://127.0.0.1:{port}")
+        async with OneCClient.from_settings(configured) as onec_client:
+            with anyio.fail_after(5):
+                await onec_client.probe(5)
+    assert heads[0].startswith(b"POST http://onec.invalid/base/hs/mcp/rpc HTTP/1.1\r\n")
+
+
+# --- health probe ---------------------------------------------------------------------------
+
+
+async def test_probe_does_not_wait_for_a_concurrency_slot() -> None:
+    slow = Slow1C()
+
+    async def respond(request: httpx.Request) -> httpx.Response:
+        if sent(request)["method"] == "ping":
+            return reply(error={"code": -32601, "message": "Неизвестный метод: ping"})(request)
+        return await slow(request)
+
+    with respx.mock(base_url=BASE) as router:
+        router.post("rpc").mock(side_effect=respond)
+        async with OneCClient(httpx.AsyncClient(base_url=BASE), max_concurrency=1) as onec_client:
+            busy = asyncio.create_task(onec_client.list_tools())
+            with anyio.fail_after(2):
+                await until(lambda: slow.active == 1)
+                assert await onec_client.probe(1) >= 0
+            slow.gate.set()
+            await busy
+
+
+async def test_probe_after_discovery_uses_the_discovery_endpoint(onec: respx.MockRouter, client: OneCClient) -> None:
+    onec.get("manifest").mock(return_value=httpx.Response(404))
+    health = onec.get("health").mock(return_value=httpx.Response(200, json={"status": "ok"}))
+    rpc = without_handshake(onec)
+    await client.discover()
+    rpc_calls = rpc.call_count
+    assert await client.probe(1) >= 0
+    assert (health.call_count, rpc.call_count) == (2, rpc_calls)
+
+
+async def test_probe_without_discovery_counts_method_not_found_as_alive(
+    onec: respx.MockRouter, client: OneCClient
+) -> None:
+    route = without_handshake(onec)
+    assert await client.probe(1) >= 0
+    assert sent(route.calls.last.request)["method"] == "ping"
+
+
+async def test_probe_gives_up_after_its_own_timeout(onec: respx.MockRouter, client: OneCClient) -> None:
+    onec.post("rpc").mock(side_effect=Slow1C())
+    with anyio.fail_after(2), pytest.raises(OneCTimeoutError) as caught:
+        await client.probe(0.05)
+    assert str(caught.value) == (
+        "1C did not answer the health probe (ping) within 0.05 s; it may be overloaded or waiting on a lock."
+    )
+
+
+async def test_the_probe_gets_a_connection_while_every_slot_holds_one(emulator: OneCEmulator) -> None:
+    async with OneCClient.from_settings(proxy_settings(emulator, onec_max_concurrency=1)) as onec_client:
+        await onec_client.discover()
+        emulator.state.latency = 1.0  # tools/list holds the one slot and its connection meanwhile
+        busy = asyncio.create_task(onec_client.list_tools())
+        with anyio.fail_after(5):
+            await until(lambda: emulator.state.in_flight == 1)
+            assert await onec_client.probe(0.5) < 0.5  # the GET manifest has no latency
+        emulator.state.latency = 0.0
+        assert await busy
+
+
+# --- the MCP handshake ----------------------------------------------------------------------
+
+INITIALIZE_RESULT = {
+    "protocolVersion": "2025-03-26",
+    "capabilities": {"tools": {"listChanged": False}},
+    "serverInfo": {"name": "1C MCP Server", "version": "1.0.0"},
+}
+
+
+def mcp_backend(initialize: Responder, notification: httpx.Response | None = None) -> Responder:
+    """POST rpc of a backend: `initialize` answers the requests, `notification` (204) the notifications."""
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        if "id" not in sent(request):
+            return notification if notification is not None else httpx.Response(204)
+        return initialize(request)
+
+    return respond
+
+
+async def test_discover_sends_initialize_then_initialized_and_reports_the_backend(
+    onec: respx.MockRouter, client: OneCClient
+) -> None:
+    onec.get("manifest").mock(return_value=httpx.Response(200, json={}))
+    route = onec.post("rpc").mock(side_effect=mcp_backend(reply(INITIALIZE_RESULT)))
+    discovery = await client.discover()
+    assert discovery == Discovery("manifest", None, {"name": "1C MCP Server", "version": "1.0.0"}, "2025-03-26")
+    assert [sent(call.request) for call in route.calls] == [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "onec-mcp-proxy", "version": __version__},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    ]
+
+
+async def test_discover_against_the_reference_extension_reports_its_fixed_answer(emulator: OneCEmulator) -> None:
+    async with OneCClient.from_settings(proxy_settings(emulator)) as onec_client:
+        discovery = await onec_client.discover()
+    assert (discovery.server_info, discovery.protocol_version) == (
+        {"name": "1C MCP Server", "version": "1.0.0"},
+        "2025-03-26",
+    )
+    assert emulator.state.calls["notifications/initialized"] == 1
+
+
+async def test_discover_tolerates_a_backend_without_initialize_and_logs_it_at_debug(
+    onec: respx.MockRouter, client: OneCClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    onec.get("manifest").mock(return_value=httpx.Response(200, json={}))
+    route = without_handshake(onec)
+    caplog.set_level(logging.DEBUG, logger="py_server.onec_client")
+    assert await client.discover() == Discovery("manifest", None, None, None)
+    assert [sent(call.request)["method"] for call in route.calls] == ["initialize"]  # no notification after it
+    handshake = [r for r in caplog.records if "initialize" in r.getMessage()]
+    assert handshake and all(r.levelno == logging.DEBUG for r in handshake)
+
+
+async def test_discover_tolerates_another_json_rpc_error_for_initialize(
+    onec: respx.MockRouter, client: OneCClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    onec.get("manifest").mock(return_value=httpx.Response(200, json={}))
+    onec.post("rpc").mock(side_effect=reply(error={"code": -32603, "message": MODULE_ERROR}))
+    caplog.set_level(logging.INFO, logger="py_server.onec_client")
+    assert await client.discover() == Discovery("manifest", None, None, None)
+    assert any(r.levelno == logging.INFO and "-32603" in r.getMessage() for r in caplog.records)
+
+
+async def test_discover_tolerates_a_failing_initialized_notification(
+    onec: respx.MockRouter, client: OneCClient
+) -> None:
+    onec.get("manifest").mock(return_value=httpx.Response(200, json={}))
+    onec.post("rpc").mock(side_effect=mcp_backend(reply(INITIALIZE_RESULT), httpx.Response(500, html="<h1>x</h1>")))
+    assert (await client.discover()).protocol_version == "2025-03-26"
+
+
+async def test_a_connection_error_during_the_handshake_fails_discovery(
+    onec: respx.MockRouter, client: OneCClient
+) -> None:
+    onec.get("manifest").mock(return_value=httpx.Response(200, json={}))
+    onec.post("rpc").mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(OneCConnectionError, match="Cannot connect"):
+        await client.discover()
+
+
+# --- an expired 1C session ------------------------------------------------------------------
+
+SESSION_COOKIE = {"Set-Cookie": "ibsession=old; Path=/base"}
+
+
+def first_reply_sets_the_cookie(result: dict[str, Any]) -> httpx.Response:
+    return httpx.Response(200, headers=SESSION_COOKIE, json={"jsonrpc": "2.0", "id": 1, "result": result})
+
+
+@pytest.mark.parametrize(
+    "gone",
+    [
+        httpx.Response(400, text=NOT_JSON_BODY),
+        httpx.Response(200, text=NOT_JSON_BODY),
+        httpx.Response(500, html=f"<html><body><h1>{NOT_JSON_BODY.upper()}</h1></body></html>"),
+    ],
+)
+async def test_an_expired_session_drops_the_cookie_and_retries_a_read_only_call_once(
+    onec: respx.MockRouter, client: OneCClient, caplog: pytest.LogCaptureFixture, gone: httpx.Response
+) -> None:
+    again = httpx.Response(200, json={"jsonrpc": "2.0", "id": 2, "result": {"tools": [{"name": "a"}]}})
+    route = onec.post("rpc").mock(side_effect=[first_reply_sets_the_cookie({"tools": []}), gone, again])
+    await client.list_tools()
+    with caplog.at_level(logging.WARNING, logger="py_server.onec_client"):
+        assert await client.list_tools() == [{"name": "a"}]
+    assert route.calls[1].request.headers["Cookie"] == "ibsession=old"
+    assert "Cookie" not in route.calls[2].request.headers
+    assert "1C session expired; dropped the session cookie and retried tools/list" in caplog.messages
+
+
+async def test_an_expired_session_on_tools_call_drops_the_cookie_and_is_not_retried(
+    onec: respx.MockRouter, client: OneCClient
+) -> None:
+    later = httpx.Response(200, json={"jsonrpc": "2.0", "id": 3, "result": {"tools": []}})
+    gone = httpx.Response(400, text=NOT_JSON_BODY)
+    route = onec.post("rpc").mock(side_effect=[first_reply_sets_the_cookie({"tools": []}), gone, later])
+    await client.list_tools()
+    with pytest.raises(OneCConnectionError) as caught:
+        await client.call_tool("Провести", {"Номер": "1"})
+    assert str(caught.value) == (
+        "The 1C session had expired, so the tool was not run; the session cookie has been dropped: try again."
+    )
+    await client.list_tools()
+    assert route.call_count == 3
+    assert "Cookie" not in route.calls[2].request.headers
+
+
+async def test_a_session_that_stays_gone_after_the_retry_raises(onec: respx.MockRouter, client: OneCClient) -> None:
+    route = onec.post("rpc").mock(return_value=httpx.Response(400, text=NOT_JSON_BODY))
+    with pytest.raises(OneCConnectionError, match="even after the session cookie was dropped"):
+        await client.list_tools()
+    assert route.call_count == 2
+
+
+async def test_a_json_reply_quoting_the_session_text_is_an_ordinary_answer(
+    onec: respx.MockRouter, client: OneCClient
+) -> None:
+    result = {"content": [{"type": "text", "text": NOT_JSON_BODY}], "isError": True}
+    route = onec.post("rpc").mock(side_effect=reply(result))
+    assert await client.call_tool("Сеансы", {}) == result
+    assert route.call_count == 1
+
+
+async def test_the_client_carries_on_when_the_emulated_1c_ends_its_sessions(
+    emulator: OneCEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with OneCClient.from_settings(proxy_settings(emulator)) as onec_client:
+        await onec_client.list_tools()
+        emulator.state.expire_sessions()
+        with caplog.at_level(logging.WARNING, logger="py_server.onec_client"):
+            assert await onec_client.list_tools()
+    assert emulator.state.calls["session expired"] == 1
+    assert "1C session expired; dropped the session cookie and retried tools/list" in caplog.messages
+
+
+# --- text from 1C is masked -----------------------------------------------------------------
+
+
+def echoing_login(kind: str) -> Responder:
+    """1C (or the web server in front) quoting the request's Authorization header and the password."""
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        text = f"Authorization: {request.headers['Authorization']}; Администратор:{PASSWORD}; пароль {PASSWORD}"
+        if kind == "html_page":
+            return httpx.Response(500, html=f"<html><title>Ошибка</title><body><p>{text}</p></body></html>")
+        if kind == "not_json":
+            return httpx.Response(200, text=text)
+        return reply(error={"code": -32603, "message": f"Внутренняя ошибка сервера: {text}"})(request)
+
+    return respond
+
+
+@pytest.mark.parametrize("kind", ["html_page", "not_json", "rpc_error"])
+async def test_1c_text_that_echoes_the_login_is_masked(
+    onec: respx.MockRouter, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    onec.post("rpc").mock(side_effect=echoing_login(kind))
+    token = base64.b64encode(f"Администратор:{PASSWORD}".encode()).decode()
+    caplog.set_level(logging.DEBUG)
+    async with OneCClient.from_settings(settings()) as onec_client:
+        with pytest.raises(OneCError) as caught:
+            await onec_client.call_tool("x", {})
+    texts = [str(caught.value), getattr(caught.value, "detail", "")] + [r.getMessage() for r in caplog.records]
+    assert "Authorization: Basic ***" in str(caught.value)
+    assert not [text for text in texts if PASSWORD in text or token in text]
+
+
+# --- arguments that are not JSON ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+async def test_nan_or_infinity_in_arguments_is_an_invalid_request_and_nothing_is_sent(
+    onec: respx.MockRouter, client: OneCClient, number: float
+) -> None:
+    route = onec.post("rpc").mock(side_effect=reply({}))
+    with pytest.raises(InvalidRequestError) as caught:
+        await client.call_tool("Расчёт", {"Сумма": number})
+    assert str(caught.value) == "the arguments of tools/call are not valid JSON: NaN and Infinity are not JSON numbers"
+    assert not route.called

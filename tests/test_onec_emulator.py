@@ -24,7 +24,7 @@ from mcp import types
 
 from py_server.demo.chart import PNG_SIGNATURE, bar_chart, encode_png
 from py_server.demo.onec_data import demo_tools, text_result
-from py_server.demo.onec_emulator import BOM, EmulatorState, OneCEmulator
+from py_server.demo.onec_emulator import BOM, NOT_JSON_BODY, SESSION_COOKIE, EmulatorState, OneCEmulator
 
 INTERNAL = re.compile(r"Внутренняя ошибка сервера: \{[^}]+\(\d+\)\}: (?P<text>.+)", re.S)
 PERIOD = {"period_start": "2024-01-01", "period_end": "2024-03-31"}
@@ -286,6 +286,33 @@ def test_latency_and_concurrency_counters(onec: OneCEmulator) -> None:
     assert (onec.state.max_in_flight, onec.state.in_flight, onec.state.calls["tools/list"]) == (4, 0, 4)
     onec.state.reset_counters()
     assert (onec.state.max_in_flight, sum(onec.state.calls.values())) == (0, 0)
+
+
+def test_replies_open_a_1c_session_and_keep_it_while_the_cookie_is_sent(onec: OneCEmulator) -> None:
+    payload = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    with httpx.Client(auth=("demo", "demo"), timeout=5) as client:
+        first = client.post(onec.rpc_url, json=payload)
+        session = first.cookies[SESSION_COOKIE]
+        assert session and "Path=/demo" in first.headers["set-cookie"]
+        second = client.post(onec.rpc_url, json=payload)
+    assert second.status_code == 200 and SESSION_COOKIE not in second.cookies  # the same session goes on
+    assert httpx.post(onec.rpc_url, json=payload, auth=("demo", "demo")).cookies[SESSION_COOKIE] != session
+
+
+@pytest.mark.parametrize("status", [400, 200, 500])
+def test_an_expired_session_is_answered_with_1c_text_once(status: int) -> None:
+    payload = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    # An emulator of its own: expiry ends every session, the shared `http` client's too.
+    with OneCEmulator() as onec, httpx.Client(auth=("demo", "demo"), timeout=5) as client:
+        client.post(onec.rpc_url, json=payload)
+        onec.state.expire_sessions(status)
+        gone = client.post(onec.rpc_url, json=payload)
+        assert (gone.status_code, gone.text) == (status, NOT_JSON_BODY)
+        assert gone.headers["content-type"].startswith("text/plain")
+        again = client.post(onec.rpc_url, json=payload)  # still the old cookie: now unknown, a new session
+        assert again.json()["result"]["tools"]
+        assert SESSION_COOKIE in again.cookies
+        assert onec.state.calls["session expired"] == 1
 
 
 def test_tools_added_and_removed_at_run_time(onec: OneCEmulator, http: httpx.Client) -> None:

@@ -136,19 +136,24 @@ async def _until(condition: Callable[[], bool]) -> None:
         await anyio.sleep(0.01)
 
 
-async def test_a_cancelled_client_request_cancels_its_1c_call(emulator: OneCEmulator) -> None:
-    proxy = build_proxy(proxy_settings(emulator))
+async def test_a_cancelled_client_request_keeps_its_1c_slot_until_1c_answers(emulator: OneCEmulator) -> None:
+    # 1C goes on running a request whose HTTP connection is dropped, so the slot stays taken until
+    # 1C answers: 1C never runs more than MCP_ONEC_MAX_CONCURRENCY calls, cancelled ones included.
+    proxy = build_proxy(proxy_settings(emulator, onec_max_concurrency=1))
     with LoopbackServer(create_app(proxy)) as server:
         async with streamable_http_client(f"{server.url}/mcp") as (read, write), ClientSession(read, write) as session:
             await session.initialize()
-            emulator.state.latency = 30.0  # 1C "hangs" far longer than this test may take
+            emulator.state.latency = 1.0
             try:
                 with anyio.fail_after(10):
                     async with anyio.create_task_group() as group:
                         group.start_soon(session.call_tool, "get_metadata", {})
                         await _until(lambda: proxy.client.in_flight == 1)
                         group.cancel_scope.cancel()  # the client gives up: notifications/cancelled
+                    held_after_cancel = proxy.client.in_flight
+                    assert (await session.list_tools()).tools  # the session is still fine
                     await _until(lambda: proxy.client.in_flight == 0)
             finally:
                 emulator.state.latency = 0.0
-            assert (await session.list_tools()).tools  # the session is still fine
+    assert held_after_cancel == 1
+    assert emulator.state.max_in_flight == 1

@@ -4,7 +4,8 @@ List requests are answered from memory; 1C is asked only by the refresher, every
 `MCP_CATALOG_TTL` seconds while 1C answers and with a short backoff while it does not, so the
 proxy starts with 1C down and recovers by itself. Each kind is fetched and kept on its own: a
 failing `prompts/list` (a known bug of the reference extension) leaves tools and resources
-alone, and a failure keeps the last known items instead of emptying the list.
+alone, and a failure keeps the last known items instead of emptying the list. When no client is
+connected and nothing was asked for a whole TTL, polling pauses until the next request.
 
     catalog = Catalog(client, ttl=60, on_change=notify_clients)
     async with catalog.running():
@@ -23,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import OneCConnectionError, OneCError, OneCRpcError
+from .errors import OneCAuthError, OneCConnectionError, OneCError, OneCRpcError, OneCTimeoutError
 from .onec_client import Discovery, OneCClient
 from .onec_mapping import to_items, to_prompt, to_resource, to_tool
 
@@ -42,9 +43,13 @@ _CONVERTERS: dict[Kind, Callable[[dict[str, Any]], Any]] = {
 MAX_RETRY_DELAY = 30.0
 # A tools/call for a name the catalog does not know refreshes it, at most this often.
 MISS_REFRESH_INTERVAL = 2.0
-# A list request right after start-up waits this long for the first fetch, then answers without it
-# (the clients hear list_changed when the catalog arrives).
+# Right after start-up, list requests wait this long in total for the first fetch, then answer
+# without it (the clients hear list_changed when the catalog arrives).
 FIRST_FETCH_WAIT = 10.0
+# Failures that mean 1C as a whole cannot be used: every list is kept as it was. Any other
+# OneCError on one list (a JSON-RPC error, an HTML error page, an answer that is not MCP, no free
+# concurrency slot) concerns that list only.
+_WHOLE_1C_FAILURES = (OneCConnectionError, OneCAuthError)
 
 
 @dataclass
@@ -53,7 +58,8 @@ class Section:
 
     items: list[Any] = field(default_factory=list)
     supported: bool | None = None  # None: not known yet; False: 1C said -32601 or the manifest omits it
-    loaded_at: float | None = None  # monotonic time of the last successful fetch
+    in_manifest: bool = True  # False: the manifest omits the kind, so it is not asked for
+    loaded_at: float | None = None  # clock time of the last successful fetch
     error: str | None = None  # why the last fetch failed; None after a success
     skipped: list[str] = field(default_factory=list)  # invalid items left out, with reasons
     fingerprint: str = ""
@@ -74,13 +80,41 @@ def _fingerprint(raw_items: list[Any]) -> str:
 
 
 class Catalog:
-    def __init__(self, client: OneCClient, *, ttl: float, on_change: ChangeCallback | None = None) -> None:
+    """The 1C catalog cache.
+
+    `connected_clients` counts the clients that can hear list_changed; None means "always one"
+    (stdio), so polling never pauses. `first_fetch_wait`, `miss_refresh_interval`, `clock` and
+    `sleep` exist so tests can run the refresher on a fake clock.
+    """
+
+    def __init__(
+        self,
+        client: OneCClient,
+        *,
+        ttl: float,
+        on_change: ChangeCallback | None = None,
+        connected_clients: Callable[[], int] | None = None,
+        first_fetch_wait: float = FIRST_FETCH_WAIT,
+        miss_refresh_interval: float = MISS_REFRESH_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._client = client
         self._ttl = ttl
         self._on_change = on_change
+        self._connected_clients = connected_clients
+        self._first_fetch_wait = first_fetch_wait
+        self._miss_refresh_interval = miss_refresh_interval
+        self._clock = clock
+        self._sleep = sleep
         self._sections: dict[Kind, Section] = {kind: Section() for kind in KINDS}
-        self._lock = asyncio.Lock()
         self._first_attempt = asyncio.Event()
+        self._startup_deadline: float | None = None  # time.monotonic(): it bounds a real wait
+        self._refresh_task: asyncio.Task[set[Kind]] | None = None  # the refresh in progress, shared
+        self._refresh_started_at: float | None = None
+        self._last_asked = clock()
+        self._paused = False
+        self._wake = asyncio.Event()  # a request arrived while polling is paused
         self._failures = 0
         self.discovery: Discovery | None = None
         self.last_error: str | None = None
@@ -95,13 +129,10 @@ class Catalog:
         return self._sections[kind].supported is not False
 
     async def items(self, kind: Kind) -> list[Any]:
-        """The cached items; waits (briefly) only for the very first fetch after start-up."""
-        await self._first_fetch()
+        """The cached items. Only the requests of the first seconds after start-up wait for 1C."""
+        self._asked()
+        await self._startup_wait()
         return list(self._sections[kind].items)
-
-    async def _first_fetch(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_attempt.wait(), FIRST_FETCH_WAIT)
 
     async def has_tool(self, name: str) -> bool:
         """Whether 1C is known to have `name`, refreshing once if it is not (a tool may be new).
@@ -109,34 +140,78 @@ class Catalog:
         While no tool list was ever loaded (1C down since start-up) the answer is True, so the
         call goes to 1C and the user gets 1C's own answer or the connection error.
         """
-        await self._first_fetch()
+        self._asked()
+        await self._startup_wait()
         tools = self._sections["tools"]
         if tools.loaded_at is None or any(tool.name == name for tool in tools.items):
             return True
-        if time.monotonic() - tools.loaded_at >= MISS_REFRESH_INTERVAL:
+        # Misses share the refresh in progress; otherwise they may start one only every
+        # `miss_refresh_interval`, counted from when the last one started, so a tools/list that
+        # keeps failing (and never advances `loaded_at`) cannot be hammered by unknown names.
+        started = self._refresh_started_at
+        if self._refreshing or started is None or self._clock() - started >= self._miss_refresh_interval:
             await self.refresh()
         return any(tool.name == name for tool in tools.items)
 
     def status(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self._clock()
         return {
             "discovery": self.discovery.source if self.discovery else None,
             "ttl_s": self._ttl,
+            "polling_paused": self._paused,
             "last_error": self.last_error,
             **{kind: section.status(now) for kind, section in self._sections.items()},
         }
 
+    def _asked(self) -> None:
+        self._last_asked = self._clock()
+        if self._paused:
+            self._wake.set()
+
+    async def _startup_wait(self) -> None:
+        """Wait for the first fetch, at most `first_fetch_wait` in total, counted from the first waiter.
+
+        Against a 1C that accepts connections and never answers, only the requests of those first
+        seconds wait; every later one answers at once from what is known.
+        """
+        if self._first_attempt.is_set():
+            return
+        if self._startup_deadline is None:
+            self._startup_deadline = time.monotonic() + self._first_fetch_wait
+        remaining = self._startup_deadline - time.monotonic()
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_attempt.wait(), remaining)
+
     # --- refreshing ---------------------------------------------------------------------
 
+    @property
+    def _refreshing(self) -> bool:
+        return self._refresh_task is not None and not self._refresh_task.done()
+
     async def refresh(self) -> set[Kind]:
-        """Fetch every kind from 1C now. Returns the kinds whose content changed; never raises OneCError."""
-        async with self._lock:
-            changed = await self._refresh_locked()
+        """Fetch every kind from 1C now, or join the fetch already in progress.
+
+        Returns the kinds whose content changed; never raises OneCError. The fetch runs in its
+        own task, so a caller that is cancelled (a client gave up on its tools/call) does not
+        cancel it for the others.
+        """
+        task = self._refresh_task
+        if task is None or task.done():
+            self._refresh_started_at = self._clock()
+            task = self._refresh_task = asyncio.create_task(self._fetch_and_announce(), name="onec-catalog-fetch")
+        return await asyncio.shield(task)
+
+    async def _fetch_and_announce(self) -> set[Kind]:
+        changed = await self._fetch_all()
         if changed and self._on_change is not None:
-            await self._on_change(changed)
+            try:
+                await self._on_change(changed)
+            except Exception:  # the catalog is updated either way; callers must not see this
+                logger.exception("notifying clients of the 1C catalog change failed")
         return changed
 
-    async def _refresh_locked(self) -> set[Kind]:
+    async def _fetch_all(self) -> set[Kind]:
         changed: set[Kind] = set()
         try:
             if self.discovery is None:
@@ -146,9 +221,11 @@ class Catalog:
                 if await self._refresh_kind(kind):
                     changed.add(kind)
         except OneCError as exc:
-            # 1C as a whole is unreachable or refuses us: keep every last known list.
+            # Discovery failed, or 1C as a whole is unreachable or refuses us: keep every list.
             self._failures += 1
-            self.discovery = None if isinstance(exc, OneCConnectionError) else self.discovery
+            # A timeout means 1C is slow, not replaced: what discovery found still holds.
+            if isinstance(exc, OneCConnectionError) and not isinstance(exc, OneCTimeoutError):
+                self.discovery = None
             if self.last_error != str(exc):
                 logger.warning("1C catalog refresh failed, serving the last known catalog: %s", exc)
             self.last_error = str(exc)
@@ -164,15 +241,15 @@ class Catalog:
         return changed
 
     def _apply_manifest(self, discovery: Discovery) -> None:
-        if discovery.capabilities is None:
-            return
         for kind in KINDS:
-            if not discovery.capabilities.get(kind, False):
-                self._sections[kind].supported = False
+            section = self._sections[kind]
+            section.in_manifest = discovery.capabilities is None or bool(discovery.capabilities.get(kind, False))
+            if not section.in_manifest:
+                section.supported = False
 
     async def _refresh_kind(self, kind: Kind) -> bool:
         section = self._sections[kind]
-        if section.supported is False:
+        if not section.in_manifest:
             return False
         lister = {
             "tools": self._client.list_tools,
@@ -181,9 +258,13 @@ class Catalog:
         }[kind]
         try:
             raw_items = await lister()
-        except OneCRpcError as exc:
-            if exc.method_not_found:
-                logger.info("1C does not serve %s (%s)", kind, exc)
+        except _WHOLE_1C_FAILURES:
+            raise
+        except OneCError as exc:
+            if isinstance(exc, OneCRpcError) and exc.method_not_found:
+                # Asked again at every refresh: the extension in 1C may be updated meanwhile.
+                if section.supported is not False:
+                    logger.info("1C does not serve %s (%s)", kind, exc)
                 section.supported, section.error = False, None
                 return self._replace(section, [], [], _fingerprint([]))
             # 1C answered, but this list failed: the other kinds go on, the last list stays.
@@ -191,19 +272,20 @@ class Catalog:
                 logger.warning("1C %s/list failed, keeping the last known %d: %s", kind, len(section.items), exc)
             section.error = str(exc)
             return False
+        if section.supported is False:
+            logger.info("1C serves %s now", kind)
         section.supported, section.error = True, None
         fingerprint = _fingerprint(raw_items)
         if fingerprint == section.fingerprint:
-            section.loaded_at = time.monotonic()
+            section.loaded_at = self._clock()
             return False
         items, skipped = to_items(raw_items, _CONVERTERS[kind], kind.rstrip("s"))
         return self._replace(section, items, skipped, fingerprint)
 
-    @staticmethod
-    def _replace(section: Section, items: list[Any], skipped: list[str], fingerprint: str) -> bool:
+    def _replace(self, section: Section, items: list[Any], skipped: list[str], fingerprint: str) -> bool:
         changed = fingerprint != section.fingerprint and (section.fingerprint != "" or bool(items))
         section.items, section.skipped, section.fingerprint = items, skipped, fingerprint
-        section.loaded_at = time.monotonic()
+        section.loaded_at = self._clock()
         return changed
 
     def _next_delay(self) -> float:
@@ -211,26 +293,50 @@ class Catalog:
             return self._ttl
         return min(2.0 ** (self._failures - 1), MAX_RETRY_DELAY, self._ttl)
 
+    # --- polling ------------------------------------------------------------------------
+
+    def _idle(self) -> bool:
+        """No client that could hear list_changed, and no request for a whole TTL."""
+        if self._connected_clients is None:
+            return False
+        return self._connected_clients() == 0 and self._clock() - self._last_asked >= self._ttl
+
+    async def _pause_until_asked(self) -> None:
+        # Every poll may start a licensed 1C session; nobody would see its result. The next
+        # request answers from the last catalog and wakes the refresher.
+        logger.info("No MCP client for %g s: 1C catalog polling paused until the next request", self._ttl)
+        self._wake.clear()
+        self._paused = True
+        try:
+            await self._wake.wait()
+        finally:
+            self._paused = False
+        logger.info("A request arrived: 1C catalog polling resumed")
+
     async def _refresh_loop(self) -> None:
         while True:
             try:
                 await self.refresh()
             except Exception:  # the loop must survive anything, or the catalog freezes silently
                 logger.exception("unexpected error while refreshing the 1C catalog")
-            await asyncio.sleep(self._next_delay())
+            await self._sleep(self._next_delay())
+            if self._idle():
+                await self._pause_until_asked()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Catalog]:
         """Run the background refresher for the duration of the block.
 
-        Enters once the first fetch is done (or FIRST_FETCH_WAIT has passed), so clients that
+        Enters once the first fetch is done (or `first_fetch_wait` has passed), so clients that
         connect right after start-up see the catalog instead of a list_changed a moment later.
         """
-        task = asyncio.create_task(self._refresh_loop(), name="onec-catalog-refresh")
+        self._last_asked = self._clock()
+        refresher = asyncio.create_task(self._refresh_loop(), name="onec-catalog-refresh")
         try:
-            await self._first_fetch()
+            await self._startup_wait()
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            tasks = [task for task in (refresher, self._refresh_task) if task is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

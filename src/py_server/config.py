@@ -1,8 +1,15 @@
 """Settings: read once, at the edge, into one frozen object.
 
-Sources, weakest first: defaults, `MCP_*` environment variables, the `.env` file, CLI flags.
-The local extras also accept the original repair-history server's names (`API_URL`, `KEY_ID`,
-...), so an existing `.env` of that server works unchanged.
+Sources, strongest first: CLI flags, `MCP_*` process environment variables, the `.env` file,
+defaults. The environment is stronger than `.env` so that a stray `.env` in the working directory
+cannot override the `env` block of a Claude Desktop config. An empty value (`MCP_ONEC_USERNAME=`)
+is not set and never hides a value from a weaker source; only `MCP_ONEC_RPC_PATH=` is meant
+literally (the service root itself).
+
+From the environment only `MCP_*` names are read: a generic `HOST`, `PORT` or `API_KEY` there
+belongs to some other program. The original repair-history server's names (`API_URL`, `KEY_ID`,
+...) are read from `.env` only, where a user put them on purpose, so an existing `.env` of that
+server works unchanged.
 
     settings = load_settings({"port": 9000})        # CLI flags as overrides
     settings.onec_password.get_secret_value()        # secrets are SecretStr
@@ -10,28 +17,66 @@ The local extras also accept the original repair-history server's names (`API_UR
 
 from __future__ import annotations
 
+import codecs
+import ipaddress
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from .errors import ConfigError
 
 DEFAULT_ENV_FILE = Path(".env")
+ENV_PREFIX = "MCP_"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+# The one setting whose empty value means something: `MCP_ONEC_RPC_PATH=` is the service root itself.
+_EMPTY_IS_A_VALUE = frozenset({"MCP_ONEC_RPC_PATH"})
+_SAVE_AS_UTF8 = "save it as UTF-8 (in PowerShell: Set-Content -Encoding utf8; in Notepad: Save as, Encoding UTF-8)"
 
 
 def _alias(*names: str) -> Any:
     return Field(None, validation_alias=AliasChoices(*names))
 
 
+class _VariablesSource(EnvSettingsSource):
+    """What the environment and the .env file share: an empty value is not set."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # `MCP_ONEC_SERVICE_ROOT=` in .env keeps the default, and an empty MCP_ONEC_PASSWORD in a client's
+        # env block does not hide the one in .env.
+        return {
+            name: value
+            for name, value in super()._load_env_vars().items()
+            if value != "" or name.upper() in _EMPTY_IS_A_VALUE
+        }
+
+
+class _EnvironmentSource(_VariablesSource):
+    """The process environment, MCP_* names only: a generic HOST or API_KEY there belongs to another program."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name: value for name, value in super()._load_env_vars().items() if name.upper().startswith(ENV_PREFIX)}
+
+
+class _DotEnvFileSource(_VariablesSource, DotEnvSettingsSource):
+    """The .env file, every name: MCP_* and the original server's, which a user put there on purpose."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="MCP_",
+        env_prefix=ENV_PREFIX,
         env_file=DEFAULT_ENV_FILE,
-        env_file_encoding="utf-8",
+        env_file_encoding="utf-8-sig",  # a BOM (PowerShell's "utf8", Notepad's "UTF-8 with BOM") is fine
         extra="ignore",  # an existing .env of the original server carries keys we do not use
         frozen=True,
         populate_by_name=True,
@@ -55,8 +100,8 @@ class Settings(BaseSettings):
     catalog_ttl: float = Field(60.0, ge=1)
 
     # --- HTTP front-end -------------------------------------------------------------------
-    host: str = Field("127.0.0.1", validation_alias=AliasChoices("host", "MCP_HOST", "MCP_SERVER_HOST"))
-    port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("port", "MCP_PORT", "MCP_SERVER_PORT"))
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("MCP_HOST", "MCP_SERVER_HOST"))
+    port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("MCP_PORT", "MCP_SERVER_PORT"))
     auth_token: SecretStr | None = None
     allowed_origins: Annotated[list[str], NoDecode] = []
     allowed_hosts: Annotated[list[str], NoDecode] = []
@@ -78,19 +123,17 @@ class Settings(BaseSettings):
     demo: bool = False
 
     # --- local extras: vehicle repairs API ------------------------------------------------
-    repairs_api_url: str | None = _alias("repairs_api_url", "MCP_REPAIRS_API_URL", "API_URL")
-    repairs_api_key: SecretStr | None = _alias("repairs_api_key", "MCP_REPAIRS_API_KEY", "API_KEY")
-    repairs_api_timeout: float = Field(
-        30.0, gt=0, validation_alias=AliasChoices("repairs_api_timeout", "MCP_REPAIRS_API_TIMEOUT")
-    )
+    # The second name of each pair is the original repair-history server's; it is read from .env only.
+    repairs_api_url: str | None = _alias("MCP_REPAIRS_API_URL", "API_URL")
+    repairs_api_key: SecretStr | None = _alias("MCP_REPAIRS_API_KEY", "API_KEY")
+    repairs_api_timeout: float = Field(30.0, gt=0)
 
     # --- local extras: compliance_rag -----------------------------------------------------
     rag_backend: Literal["auto", "managed", "local", "off"] = "auto"
-    rag_key_id: str | None = _alias("rag_key_id", "MCP_RAG_KEY_ID", "KEY_ID")
-    rag_key_secret: SecretStr | None = _alias("rag_key_secret", "MCP_RAG_KEY_SECRET", "KEY_SECRET")
+    rag_key_id: str | None = _alias("MCP_RAG_KEY_ID", "KEY_ID")
+    rag_key_secret: SecretStr | None = _alias("MCP_RAG_KEY_SECRET", "KEY_SECRET")
     rag_auth_url: str = Field(
-        "https://iam.api.cloud.ru/api/v1/auth/token",
-        validation_alias=AliasChoices("rag_auth_url", "MCP_RAG_AUTH_URL", "AUTH_URL"),
+        "https://iam.api.cloud.ru/api/v1/auth/token", validation_alias=AliasChoices("MCP_RAG_AUTH_URL", "AUTH_URL")
     )
     # "iam": JSON {keyId, secret} (documented); "openid": form-encoded client credentials (legacy);
     # "auto": "openid" when the auth URL is an OpenID token endpoint, else "iam".
@@ -98,21 +141,16 @@ class Settings(BaseSettings):
     rag_grant_type: str = "client_credentials"
     rag_retrieve_url: str = Field(
         "https://{kb_id}.managed-rag.inference.cloud.ru/api/v2/retrieve",
-        validation_alias=AliasChoices("rag_retrieve_url", "MCP_RAG_RETRIEVE_URL", "RETRIEVE_URL_TEMPLATE"),
+        validation_alias=AliasChoices("MCP_RAG_RETRIEVE_URL", "RETRIEVE_URL_TEMPLATE"),
     )
-    rag_knowledge_base_id: str | None = _alias(
-        "rag_knowledge_base_id", "MCP_RAG_KNOWLEDGE_BASE_ID", "KNOWLEDGE_BASE_ID"
-    )
+    rag_knowledge_base_id: str | None = _alias("MCP_RAG_KNOWLEDGE_BASE_ID", "KNOWLEDGE_BASE_ID")
     rag_knowledge_base_version: str = Field(
-        "latest",
-        validation_alias=AliasChoices(
-            "rag_knowledge_base_version", "MCP_RAG_KNOWLEDGE_BASE_VERSION", "KNOWLEDGE_BASE_VERSION_ID"
-        ),
+        "latest", validation_alias=AliasChoices("MCP_RAG_KNOWLEDGE_BASE_VERSION", "KNOWLEDGE_BASE_VERSION_ID")
     )
     rag_retrieve_limit: int = Field(
-        3, ge=1, le=50, validation_alias=AliasChoices("rag_retrieve_limit", "MCP_RAG_RETRIEVE_LIMIT", "RETRIEVE_LIMIT")
+        3, ge=1, le=50, validation_alias=AliasChoices("MCP_RAG_RETRIEVE_LIMIT", "RETRIEVE_LIMIT")
     )
-    rag_project_id: str | None = _alias("rag_project_id", "MCP_RAG_PROJECT_ID", "EVOLUTION_PROJECT_ID")
+    rag_project_id: str | None = _alias("MCP_RAG_PROJECT_ID", "EVOLUTION_PROJECT_ID")
     rag_timeout: float = Field(20.0, gt=0)
     # Local knowledge base (SQLite FTS5): documents folder (default: the shipped one) and index file
     # (default: built in memory at start-up).
@@ -128,8 +166,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Strongest first: CLI flags, then the .env file, then the process environment.
-        return init_settings, dotenv_settings, env_settings
+        # Strongest first: CLI flags, the process environment (MCP_* only), the .env file (every name).
+        assert isinstance(dotenv_settings, DotEnvSettingsSource)  # it carries the env_file given to Settings()
+        dotenv_file = _DotEnvFileSource(
+            settings_cls, env_file=dotenv_settings.env_file, env_file_encoding=dotenv_settings.env_file_encoding
+        )
+        return init_settings, _EnvironmentSource(settings_cls), dotenv_file
 
     @field_validator("onec_url", "repairs_api_url")
     @classmethod
@@ -150,7 +192,8 @@ class Settings(BaseSettings):
     )  # fmt: skip
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
-        # `MCP_AUTH_TOKEN=` in a .env means "no token", not "the empty token".
+        # The sources already drop empty values; this covers blanks ("  ") and empty init kwargs:
+        # `auth_token=""` means "no token", not "the empty token".
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         return None if isinstance(raw, str) and not raw.strip() else value
 
@@ -179,34 +222,101 @@ class Settings(BaseSettings):
         return f"{self.onec_url}/hs/{self.onec_service_root}"
 
 
+def _variable_names(field: str) -> list[str]:
+    """The variable names `field` is read from, preferred first: its aliases, else MCP_<FIELD>."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return [choice for choice in alias.choices if isinstance(choice, str)]
+    return [f"{ENV_PREFIX}{field.upper()}"]
+
+
 def env_name(field: str) -> str:
     """The environment variable a user sets for `field` (for error messages)."""
-    info = Settings.model_fields.get(field)
-    alias = info.validation_alias if info is not None else None
-    if isinstance(alias, AliasChoices):
-        names = [c for c in alias.choices if isinstance(c, str) and c.isupper()]
-        if names:
-            return names[0]
-    return f"MCP_{field.upper()}"
+    return _variable_names(field)[0] if field in Settings.model_fields else f"{ENV_PREFIX}{field.upper()}"
 
 
 def load_settings(overrides: dict[str, Any] | None = None, *, env_file: Path | None = DEFAULT_ENV_FILE) -> Settings:
-    """Build Settings from the environment, the .env file and `overrides` (CLI flags, strongest).
+    """Build Settings from `overrides` (CLI flags, strongest), the environment and the env file.
+
+    `env_file=None` reads no file. The default `.env` may be absent; any other env file must exist.
 
     Raises:
-        ConfigError: one line that names the bad setting and says what is wrong.
+        ConfigError: one line that names the bad setting (or the unreadable env file) and says what is wrong.
     """
+    if env_file is not None:
+        _check_env_file(env_file)
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     try:
         settings = Settings(_env_file=env_file, **given)  # type: ignore[call-arg]
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "?"
-        name = env_name(field) if field in Settings.model_fields else field
+        name = _names_of(str(error["loc"][0])) if error["loc"] else "?"
         message = error["msg"].removeprefix("Value error, ")
         raise ConfigError(f"Invalid setting {name}: {message}") from None
     logging.getLogger(__name__).debug("settings loaded (env file: %s)", env_file)
     return settings
+
+
+def _names_of(key: str) -> str:
+    """Every variable name a user may have written for the setting behind `key`: "MCP_PORT/MCP_SERVER_PORT"."""
+    for field in Settings.model_fields:
+        names = _variable_names(field)
+        if key == field or key in names:
+            return "/".join(names)
+    return key
+
+
+def _check_env_file(env_file: Path) -> None:
+    """Refuse, with one line, an env file that was asked for but is not there, or is not UTF-8."""
+    if not env_file.is_file():
+        # The default .env may be absent, or be a virtualenv folder that happens to have that name.
+        if env_file == DEFAULT_ENV_FILE:
+            return
+        problem = "is a folder, not a file" if env_file.is_dir() else "does not exist"
+        raise ConfigError(f"--env-file {env_file} {problem}")
+    try:
+        content = env_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {env_file}: {exc.strerror or exc}") from None
+    encoding = _foreign_encoding(content)
+    if encoding is not None:
+        raise ConfigError(f"{env_file} is {encoding}, not UTF-8: {_SAVE_AS_UTF8}")
+
+
+def _foreign_encoding(content: bytes) -> str | None:
+    """How a settings file that is not UTF-8 is encoded, in words; None for UTF-8 (with or without a BOM)."""
+    # PowerShell 5.1 (`>`, Out-File) writes UTF-16 with a BOM; without one, ASCII text in UTF-16 is full of NULs.
+    if content.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in content:
+        return "UTF-16"
+    try:
+        content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return "in an 8-bit code page (cp1251?)"  # Notepad's "ANSI" on a Russian Windows
+    return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether binding `host` serves this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def require_safe_exposure(settings: Settings) -> None:
+    """Refuse to serve HTTP beyond loopback without a bearer token, unless MCP_ALLOW_UNAUTHENTICATED says so.
+
+    The Host allow-list (MCP_ALLOWED_HOSTS) guards against DNS rebinding; it is not access control.
+    """
+    if is_loopback_host(settings.host) or settings.auth_token is not None or settings.allow_unauthenticated:
+        return
+    raise ConfigError(
+        f"MCP_HOST={settings.host} serves other machines, but MCP_AUTH_TOKEN is not set: set MCP_AUTH_TOKEN to a "
+        'long random string (python -c "import secrets; print(secrets.token_urlsafe(32))"), '
+        "or set MCP_ALLOW_UNAUTHENTICATED=true if this is meant"
+    )
 
 
 def require_onec_url(settings: Settings) -> str:
@@ -221,21 +331,24 @@ def require_onec_url(settings: Settings) -> str:
 
 def _env_names() -> frozenset[str]:
     names = set()
-    for field, info in Settings.model_fields.items():
-        names.add(f"MCP_{field.upper()}")
-        if isinstance(info.validation_alias, AliasChoices):
-            names.update(c for c in info.validation_alias.choices if isinstance(c, str) and c.isupper())
+    for field in Settings.model_fields:
+        names.add(f"{ENV_PREFIX}{field.upper()}")
+        names.update(_variable_names(field))
     return frozenset(names)
 
 
 ENV_NAMES = _env_names()
-"""Every environment variable Settings reads (MCP_* and the original server's names)."""
+"""Every variable name Settings knows: MCP_* (environment and .env) and the original server's (.env only)."""
 
 
 def as_environment(settings: Settings, base: dict[str, str]) -> dict[str, str]:
     """`base` without any setting of its own, plus the MCP_* variables that reproduce `settings`
     in a child process (how tests and bench/ start `onec-mcp-proxy stdio`)."""
-    env = {key: value for key, value in base.items() if key not in ENV_NAMES}
+    env = {
+        key: value
+        for key, value in base.items()
+        if not key.upper().startswith(ENV_PREFIX) and key.upper() not in ENV_NAMES
+    }
     for field, value in settings.model_dump().items():
         if value is None:
             continue

@@ -1,47 +1,232 @@
 """The HTTP front-end: a FastAPI app over the shared proxy core.
 
-GET  /            name, version, endpoints, 1C URL (never credentials)
-GET  /health      200 healthy / 503 unhealthy, with 1C's round-trip time or the reason
-GET  /sse         legacy HTTP+SSE transport; the client POSTs to /messages/?session_id=...
+GET  /               name, version, endpoints (never the 1C URL or credentials without the token)
+GET  /health         readiness: 200 / 503 with a one-line reason; the detail with the token
+GET  /health/live    200 while the process serves (no 1C call)
+GET  /health/ready   200 when 1C answers, 503 otherwise
+GET  /sse            legacy HTTP+SSE transport; the client POSTs to /messages/?session_id=...
 POST /messages/
-/mcp              Streamable HTTP (both protocol eras)
+/mcp                 Streamable HTTP (both protocol eras)
+
+Everything a client can hold open (Streamable HTTP sessions, SSE streams, listen streams) counts
+against MCP_MAX_SESSIONS; idle ones close after MCP_SESSION_IDLE_TIMEOUT; request bodies are capped
+at MCP_MAX_REQUEST_MB; a connection that does not send its request head within
+MCP_HEADER_TIMEOUT seconds is closed (see `uvicorn_options`).
 
 app = create_app(proxy)
-uvicorn.run(app, host="127.0.0.1", port=8000)
+uvicorn.run(app, host="127.0.0.1", port=8000, **uvicorn_options(settings))
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from mcp.server.sse import SseServerTransport
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
-from sse_starlette import EventSourceResponse
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.types import INTERNAL_ERROR
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
-from .http_security import MCP_PATHS, RequestGuard
+from .config import Settings
+from .health import Health
+from .http_connections import head_timeout_protocol
+from .http_security import RequestGuard, is_authenticated
 from .mcp_server import MCPProxy
 
+__all__ = ["CORS_HEADERS", "create_app", "uvicorn_options"]
+
 CORS_HEADERS = ["Authorization", "Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-ID"]
+MIB = 1024 * 1024
+KEEP_ALIVE_COMMENT = b": ping\r\n\r\n"
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What uvicorn needs beyond the app, for `main` and for tests alike."""
+    return {"http": head_timeout_protocol(settings.header_timeout), "timeout_graceful_shutdown": 5}
+
+
+def _refusal(message: str) -> JSONResponse:
+    """HTTP 503 with a JSON-RPC error body, as the SDK answers at its own session limit."""
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": INTERNAL_ERROR, "message": message}}
+    return JSONResponse(body, status_code=503)
+
+
+class _ActivityClock:
+    """When a stream last carried a message in either direction (for the SSE idle timeout)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last
+
+
+class _ActiveStream:
+    """A stream wrapper that ticks `clock` on every message it carries."""
+
+    def __init__(self, stream: Any, clock: _ActivityClock) -> None:
+        self._stream = stream
+        self._clock = clock
+
+    async def receive(self) -> Any:
+        message = await self._stream.receive()
+        self._clock.last = time.monotonic()
+        return message
+
+    async def send(self, message: Any) -> None:
+        self._clock.last = time.monotonic()
+        await self._stream.send(message)
+
+    def __aiter__(self) -> _ActiveStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def __aenter__(self) -> _ActiveStream:
+        await self._stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self._stream.__aexit__(*exc_info)
 
 
 class _SSEEndpoint:
-    """GET /sse as a raw ASGI app: the transport writes the response itself."""
+    """GET /sse as a raw ASGI app: the transport writes the response itself.
+
+    Counts its streams for the session cap, closes a stream that carried no message for
+    MCP_SESSION_IDLE_TIMEOUT, and keeps idle streams alive with comments every
+    MCP_SSE_PING_INTERVAL seconds (per app; sse-starlette's own class-wide ping stays as it is).
+    """
 
     def __init__(self, proxy: MCPProxy, transport: SseServerTransport) -> None:
         self._proxy = proxy
         self._transport = transport
+        self._idle_timeout = proxy.settings.session_idle_timeout
+        self._ping_interval = proxy.settings.sse_ping_interval
+        self.open_streams = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with self._transport.connect_sse(scope, receive, send) as (read_stream, write_stream):
-            await self._proxy.server.run(read_stream, write_stream, self._proxy.initialization_options())
+        gate = self._proxy.sessions
+        if not gate.has_room():
+            await _refusal(gate.refusal())(scope, receive, send)
+            return
+        self.open_streams += 1
+        try:
+            async with (
+                _KeepAliveSend(send, self._ping_interval) as keep_alive_send,
+                self._transport.connect_sse(scope, receive, keep_alive_send) as (read_stream, write_stream),
+            ):
+                clock = _ActivityClock()
+                reads, writes = _ActiveStream(read_stream, clock), _ActiveStream(write_stream, clock)
+                async with anyio.create_task_group() as group:
+                    group.start_soon(self._close_when_idle, clock, group.cancel_scope)
+                    await self._proxy.server.run(reads, writes, self._proxy.initialization_options())
+                    group.cancel_scope.cancel()
+                await write_stream.aclose()
+        finally:
+            self.open_streams -= 1
+
+    async def _close_when_idle(self, clock: _ActivityClock, scope: anyio.CancelScope) -> None:
+        # Sleeps until the earliest moment the stream could be idle: a deadline that moves with activity.
+        while True:
+            remaining = self._idle_timeout - clock.idle_for()
+            if remaining <= 0:
+                scope.cancel()
+                return
+            await anyio.sleep(remaining)
+
+
+class _KeepAliveSend:
+    """Wraps an ASGI `send` of a streaming response: a comment line after `interval` seconds of silence."""
+
+    def __init__(self, send: Send, interval: float) -> None:
+        self._send = send
+        self._interval = interval
+        self._lock = anyio.Lock()
+        self._last = time.monotonic()
+        self._streaming = False
+        self._group: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Send:
+        self._group = await anyio.create_task_group().__aenter__()
+        return self.send
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        assert self._group is not None
+        self._group.cancel_scope.cancel()
+        return await self._group.__aexit__(*exc_info)
+
+    async def send(self, message: Message) -> None:
+        async with self._lock:
+            await self._send(message)
+            self._last = time.monotonic()
+        if message["type"] == "http.response.start":
+            self._streaming = True
+            assert self._group is not None
+            self._group.start_soon(self._keep_alive)
+        elif message["type"] == "http.response.body" and not message.get("more_body"):
+            self._streaming = False
+
+    async def _keep_alive(self) -> None:
+        while self._streaming:
+            await anyio.sleep(max(self._interval - (time.monotonic() - self._last), 0.01))
+            if time.monotonic() - self._last < self._interval:
+                continue
+            async with self._lock:
+                if not self._streaming:
+                    return
+                with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await self._send({"type": "http.response.body", "body": KEEP_ALIVE_COMMENT, "more_body": True})
+                self._last = time.monotonic()
+
+
+class _StreamableHTTPEndpoint:
+    """/mcp: the SDK's session manager, behind the shared session cap.
+
+    A request that would open something long-lived (a 2025 session, a 2026 listen stream) is
+    refused with 503 when the cap is reached; the manager enforces its own count besides.
+    """
+
+    def __init__(self, proxy: MCPProxy, manager: StreamableHTTPSessionManager) -> None:
+        self._proxy = proxy
+        self._manager = manager
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gate = self._proxy.sessions
+        if scope["method"] == "POST" and self._opens_session(Headers(scope=scope)) and not gate.has_room():
+            await _refusal(gate.refusal())(scope, receive, send)
+            return
+        await self._manager.handle_request(scope, receive, send)
+
+    @staticmethod
+    def _opens_session(headers: Headers) -> bool:
+        version = headers.get("mcp-protocol-version")
+        if version is None or version in HANDSHAKE_PROTOCOL_VERSIONS:
+            return "mcp-session-id" not in headers
+        return headers.get("mcp-method") == "subscriptions/listen"
+
+    @property
+    def open_sessions(self) -> int:
+        # The manager keeps no public count; its session table is the truth.
+        return len(self._manager._server_instances)
 
 
 class _FinishStreams:
@@ -70,44 +255,71 @@ class _FinishStreams:
 
 def create_app(proxy: MCPProxy) -> FastAPI:
     settings = proxy.settings
-    # The SDK's SSE responses take sse-starlette's default keep-alive interval.
-    EventSourceResponse.DEFAULT_PING_INTERVAL = settings.sse_ping_interval
-    sse = SseServerTransport("/messages/")
-    sessions = StreamableHTTPSessionManager(app=proxy.server)
+    max_body = int(settings.max_request_mb * MIB)
+    sse = SseServerTransport("/messages/", max_request_body_size=max_body)
+    manager = StreamableHTTPSessionManager(
+        app=proxy.server,
+        session_idle_timeout=settings.session_idle_timeout,
+        max_sessions=settings.max_sessions,
+        max_request_body_size=max_body,
+    )
+    sse_endpoint = _SSEEndpoint(proxy, sse)
+    mcp_endpoint = _StreamableHTTPEndpoint(proxy, manager)
+    proxy.sessions.add_counter("sse", lambda: sse_endpoint.open_streams)
+    proxy.sessions.add_counter("streamable_http", lambda: mcp_endpoint.open_sessions)
+    health = Health(proxy)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with proxy.running(), sessions.run():
+        async with proxy.running(), manager.run():
             yield
 
-    app = FastAPI(title="onec-mcp-proxy", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="onec-mcp-proxy", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+
+    def may_see_detail(request: Request) -> bool:
+        return settings.auth_token is None or is_authenticated(request.scope)
 
     @app.get("/")
-    async def index() -> dict[str, Any]:
-        return {
+    async def index(request: Request) -> dict[str, Any]:
+        info: dict[str, Any] = {
             "name": settings.server_name,
             "version": __version__,
-            "onec_url": proxy.client.base_url,
             "endpoints": {
                 "health": "/health",
+                "live": "/health/live",
+                "ready": "/health/ready",
                 "sse": "/sse",
                 "messages": "/messages/",
                 "streamable_http": "/mcp",
             },
             "auth": "bearer" if settings.auth_token else "none",
         }
+        if may_see_detail(request):
+            info["onec_url"] = proxy.client.base_url
+        return info
 
     @app.get("/health")
-    async def health() -> JSONResponse:
-        healthy, report = await proxy.health()
-        return JSONResponse(report, status_code=200 if healthy else 503)
+    async def health_report(request: Request) -> JSONResponse:
+        status, body = await health.report(detail=may_see_detail(request))
+        return JSONResponse(body, status_code=status)
 
-    app.router.routes.append(Route("/sse", endpoint=_FinishStreams(_SSEEndpoint(proxy, sse)), methods=["GET"]))
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        status, body = await health.report(detail=False)
+        return JSONResponse(body, status_code=status)
+
+    app.router.routes.append(Route("/sse", endpoint=_FinishStreams(sse_endpoint), methods=["GET"]))
     app.router.routes.append(Mount("/messages/", app=sse.handle_post_message))
     # Route, not Mount: clients POST to exactly /mcp, with no redirect to /mcp/.
-    app.router.routes.append(Route("/mcp", endpoint=_FinishStreams(StreamableHTTPASGIApp(sessions))))
+    app.router.routes.append(Route("/mcp", endpoint=_FinishStreams(mcp_endpoint)))
 
-    app.add_middleware(RequestGuard, settings=settings, protected_paths=MCP_PATHS)
+    app.add_middleware(RequestGuard, settings=settings)
     if settings.allowed_origins:  # added last = outermost, so preflights never reach the guard
         app.add_middleware(
             CORSMiddleware,

@@ -1,21 +1,38 @@
-"""Logging to stderr only (stdout is the stdio wire), with secrets masked in every record.
+"""Logging to stderr only (stdout is the stdio wire), with secrets masked in every record and
+floods from the network-facing loggers cut to one line a minute.
 
-configure_logging("DEBUG", secrets=[settings.onec_password.get_secret_value()])
+configure_logging("DEBUG", secrets=Redactor([token], basic_logins=[(user, password)]))
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 
 from .redaction import Redactor, basic_auth_token
 
-__all__ = ["LOG_FORMAT", "SecretMaskingFilter", "basic_auth_token", "configure_logging"]
+__all__ = [
+    "LOG_FORMAT",
+    "RATE_LIMITED_LOGGERS",
+    "RateLimitFilter",
+    "SecretMaskingFilter",
+    "basic_auth_token",
+    "configure_logging",
+]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # Libraries whose INFO lines are per-request noise; they speak at DEBUG only when we do.
 _CHATTY = ("httpx", "httpcore", "mcp", "sse_starlette", "uvicorn.access")
+# Loggers (and their children) that anyone who can reach the port can make write: rejected requests,
+# broken connections, protocol errors. Their repeats are rate-limited so a scanner cannot fill the disk.
+RATE_LIMITED_LOGGERS = ("py_server.http_security", "py_server.http_connections", "uvicorn.error", "asyncio")
+# A kind is (logger, message template, level). Messages that carry their own values (asyncio formats
+# its own) make a new kind each time; past this many, forget them all rather than grow without bound.
+_MAX_KINDS = 1000
 
 
 class SecretMaskingFilter(logging.Filter):
@@ -43,13 +60,70 @@ class SecretMaskingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str, *, secrets: Iterable[str] = ()) -> None:
-    """Send every log record to stderr in UTF-8, whatever the console's code page."""
+@dataclasses.dataclass
+class _Kind:
+    passed_at: float
+    suppressed: int = 0
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets through at most one record per `interval` seconds of each kind: same logger, same
+    unformatted message, same level. Applies only to `loggers` and their children.
+
+    The next record of a kind that passes after some were dropped says how many, so nothing is
+    hidden without a trace: "... (41 similar suppressed in the last 60 s)".
+    """
+
+    def __init__(
+        self,
+        interval: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        loggers: Iterable[str] = RATE_LIMITED_LOGGERS,
+    ) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._loggers = tuple(loggers)
+        self._kinds: dict[tuple[str, str, int], _Kind] = {}
+        self._lock = threading.Lock()  # handlers call filters outside their own lock, from any thread
+
+    def _applies_to(self, name: str) -> bool:
+        return any(name == logger or name.startswith(logger + ".") for logger in self._loggers)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._applies_to(record.name):
+            return True
+        key = (record.name, str(record.msg), record.levelno)
+        now = self._clock()
+        with self._lock:
+            previous = self._kinds.get(key)
+            if previous is not None and now - previous.passed_at < self._interval:
+                previous.suppressed += 1
+                return False
+            if len(self._kinds) >= _MAX_KINDS:
+                self._kinds.clear()
+            self._kinds[key] = _Kind(passed_at=now)
+        if previous is not None and previous.suppressed:
+            # Appended to the template, not the formatted text, so the record's args still apply.
+            record.msg = (
+                f"{record.msg} ({previous.suppressed} similar suppressed in the last {now - previous.passed_at:.0f} s)"
+            )
+        return True
+
+
+def configure_logging(level: str, *, secrets: Iterable[str] | Redactor = ()) -> None:
+    """Send every log record to stderr in UTF-8, whatever the console's code page.
+
+    `secrets`: the values to mask (see `main._redactor`, which adds the 1C login's Basic token).
+    """
     stream = sys.stderr
     if hasattr(stream, "reconfigure"):
         stream.reconfigure(encoding="utf-8", errors="backslashreplace")
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    # Rate limiting first: it keys on the unformatted message, which masking may replace.
+    handler.addFilter(RateLimitFilter())
     handler.addFilter(SecretMaskingFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):

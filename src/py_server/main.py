@@ -7,7 +7,8 @@
     onec-mcp-proxy kb index DIR           # build the local knowledge-base index
     onec-mcp-proxy emulator --port 8081   # run the demo 1C base alone
 
-Exit codes: 0 ok, 1 a check or run failed, 2 bad settings or usage, 130 interrupted.
+Exit codes: 0 ok, 1 a check or run failed (or an unexpected error), 2 bad settings or usage,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import DEFAULT_ENV_FILE, Settings, load_settings
+from .config import DEFAULT_ENV_FILE, Settings, is_loopback_host, load_settings, require_safe_exposure
 from .errors import ConfigError, ProxyError
-from .logging_setup import basic_auth_token, configure_logging
+from .logging_setup import configure_logging
+from .redaction import Redactor
 
 logger = logging.getLogger("py_server")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_ENV_FILE_HELP = "settings file (default: .env in the working directory, if there)"
 
-# flag -> Settings field; a flag left out keeps the value from .env / the environment.
+# flag -> Settings field; a flag left out keeps the value from the environment / .env.
 _ONEC_FLAGS = {
     "onec_url": ("--onec-url", str, "1C publication URL, e.g. http://server/base (MCP_ONEC_URL)"),
     "onec_username": ("--onec-username", str, "1C user (MCP_ONEC_USERNAME); the password comes from MCP_ONEC_PASSWORD"),
@@ -76,7 +79,7 @@ def create_parser() -> argparse.ArgumentParser:
         if http:
             _add_settings_flags(sub, _HTTP_FLAGS)
         sub.add_argument("--demo", action="store_true", default=None, help="use the built-in demo 1C base")
-        sub.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help="settings file (default .env)")
+        sub.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help=_ENV_FILE_HELP)
         return sub
 
     proxy_command("stdio", "serve one MCP client over stdin/stdout (Claude Desktop, Cursor)")
@@ -90,7 +93,7 @@ def create_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--output", type=Path, default=None, help="index file (default: MCP_KB_INDEX or ./knowledge_base.sqlite3)"
     )
-    index.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help="settings file (default .env)")
+    index.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help=_ENV_FILE_HELP)
 
     emulator = commands.add_parser("emulator", help="run the demo 1C base alone (for trying 1C clients)")
     emulator.add_argument("--port", type=int, default=8081)
@@ -102,13 +105,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {field: value for field, value in vars(args).items() if field in fields and value is not None}
 
 
-def _secrets(settings: Settings) -> list[str]:
-    password = settings.onec_password.get_secret_value()
-    secrets = [password, basic_auth_token(settings.onec_username, password)] if password else []
-    for secret in (settings.auth_token, settings.repairs_api_key, settings.rag_key_secret):
-        if secret is not None:
-            secrets.append(secret.get_secret_value())
-    return secrets
+def _redactor(settings: Settings) -> Redactor:
+    """Masks every configured secret, and the 1C login in the forms it travels in (Basic token, user:password)."""
+    tokens = (settings.auth_token, settings.repairs_api_key, settings.rag_key_secret)
+    return Redactor(
+        [token.get_secret_value() for token in tokens if token is not None],
+        basic_logins=[(settings.onec_username, settings.onec_password.get_secret_value())],
+    )
 
 
 @contextlib.contextmanager
@@ -139,15 +142,20 @@ def _run_stdio(settings: Settings) -> int:
 def _run_http(settings: Settings) -> int:
     import uvicorn
 
-    from .http_server import create_app
+    from .http_server import create_app, uvicorn_options
     from .wiring import build_proxy
 
+    require_safe_exposure(settings)
     with _backends(settings) as effective:
         proxy = build_proxy(effective)
         if settings.host in ("0.0.0.0", "::") and not settings.allowed_hosts:
             logger.warning("listening on all interfaces: set MCP_ALLOWED_HOSTS to the names clients use")
-        if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.auth_token is None:
-            logger.warning("listening beyond loopback without MCP_AUTH_TOKEN: anyone who can connect can use 1C")
+        if not is_loopback_host(settings.host) and settings.auth_token is None:
+            logger.warning(
+                "listening on %s without MCP_AUTH_TOKEN (MCP_ALLOW_UNAUTHENTICATED=true): "
+                "anyone who can connect can use 1C",
+                settings.host,
+            )
         logger.info(
             "onec-mcp-proxy %s on http://%s:%d (SSE /sse, Streamable HTTP /mcp, health /health), 1C at %s",
             __version__,
@@ -156,11 +164,7 @@ def _run_http(settings: Settings) -> int:
             proxy.client.base_url,
         )
         uvicorn.run(
-            create_app(proxy),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            timeout_graceful_shutdown=5,
+            create_app(proxy), host=settings.host, port=settings.port, log_config=None, **uvicorn_options(settings)
         )
     return EXIT_OK
 
@@ -196,30 +200,45 @@ def _utf8_stdout() -> None:
         sys.stdout.reconfigure(encoding="utf-8", errors="replace")
 
 
+def _run_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "stdio":
+        return _run_stdio(settings)
+    _utf8_stdout()
+    if args.command == "http":
+        return _run_http(settings)
+    if args.command == "check":
+        return _run_check(settings)
+    return _run_kb_index(args, settings)
+
+
+def _fail(exit_code: int, message: str, redactor: Redactor) -> int:
+    # One line, whatever the exception text holds (a 1C error page, a library's multi-line message).
+    print(f"onec-mcp-proxy: {' '.join(redactor.redact(message).split())}", file=sys.stderr)
+    return exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = create_parser().parse_args(argv)
-    if args.command == "emulator":
-        configure_logging("INFO")
-        return _run_emulator(args.port)
+    redactor = Redactor()  # until the settings say which secrets there are
     try:
+        if args.command == "emulator":
+            configure_logging("INFO")
+            return _run_emulator(args.port)
         settings = load_settings(_overrides(args), env_file=args.env_file)
-        configure_logging(settings.log_level, secrets=_secrets(settings))
-        if args.command == "stdio":
-            return _run_stdio(settings)
-        _utf8_stdout()
-        if args.command == "http":
-            return _run_http(settings)
-        if args.command == "check":
-            return _run_check(settings)
-        return _run_kb_index(args, settings)
+        redactor = _redactor(settings)
+        configure_logging(settings.log_level, secrets=redactor)
+        return _run_command(args, settings)
     except ConfigError as exc:
-        print(f"onec-mcp-proxy: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(EXIT_USAGE, str(exc), redactor)
     except ProxyError as exc:
-        print(f"onec-mcp-proxy: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}", redactor)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        # A bug or an environment problem nobody foresaw: one line for the user, the traceback for a developer.
+        logger.debug("unexpected error", exc_info=True)
+        message = f"unexpected error: {type(exc).__name__}: {exc}; run with --log-level DEBUG for details"
+        return _fail(EXIT_FAILED, message, redactor)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,13 @@ from mcp.shared.exceptions import MCPError
 from . import __version__
 from .catalog import Catalog, Kind
 from .config import Settings
-from .errors import OneCError, OneCProtocolError, OneCRpcError
+from .errors import InvalidRequestError, OneCError, OneCProtocolError, OneCRpcError
 from .local_tools import Extra, ToolRegistry, error_result
 from .notifier import ListChangeNotifier
 from .onec_client import OneCClient
 from .onec_mapping import to_call_result, to_prompt_result, to_read_result
+from .redaction import clip
+from .sessions import SessionGate
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +82,19 @@ class MCPProxy:
         self.extras = list(extras)
         self.registry = ToolRegistry([tool for extra in self.extras for tool in extra.tools])
         self.notifier = ListChangeNotifier()
-        self.catalog = Catalog(client, ttl=settings.catalog_ttl, on_change=self._catalog_changed)
+        # 1C polling pauses while no client could hear list_changed and nobody asks for a TTL. Right
+        # for stdio too: its one client is counted (handshake session or listen stream) or, if it
+        # does neither, would never hear list_changed anyway, and its next request resumes polling.
+        self.catalog = Catalog(
+            client,
+            ttl=settings.catalog_ttl,
+            on_change=self._catalog_changed,
+            connected_clients=lambda: self.notifier.session_count + self.notifier.listen_count,
+        )
         self.started_at = time.monotonic()
+        # What clients hold open, across front-ends; the HTTP front-end adds its transports.
+        self.sessions = SessionGate(settings.max_sessions)
+        self.sessions.add_counter("listen", lambda: self.notifier.listen_count)
         self._shadowed: set[str] = set()
         self.server = self._build_server()
 
@@ -91,7 +104,7 @@ class MCPProxy:
     async def running(self) -> AsyncIterator[MCPProxy]:
         """Refresh the catalog in the background; close 1C and upstream clients on exit."""
         try:
-            async with self.catalog.running():
+            async with self.notifier.running(), self.catalog.running():
                 yield self
         finally:
             self.notifier.close()
@@ -117,13 +130,20 @@ class MCPProxy:
             on_read_resource=self._read_resource,
             on_list_prompts=self._list_prompts,
             on_get_prompt=self._get_prompt,
-            on_subscriptions_listen=self.notifier.listen_handler,
+            on_subscriptions_listen=self._listen,
         )
         server.add_notification_handler("notifications/initialized", types.NotificationParams, self._initialized)
         return server
 
     async def _initialized(self, ctx: ServerRequestContext[Any], params: types.NotificationParams) -> None:
         self.notifier.add_session(ctx.session)
+
+    async def _listen(
+        self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        if not self.sessions.has_room():  # a listen stream is held open like a session
+            raise MCPError(types.INTERNAL_ERROR, self.sessions.refusal())
+        return await self.notifier.listen_handler(ctx, params)
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
@@ -151,10 +171,12 @@ class MCPProxy:
             return await self.registry.call(name, arguments)
         if not await self.catalog.has_tool(name):
             raise MCPError(
-                types.INVALID_PARAMS, f"Unknown tool: '{name}' (neither 1C nor the proxy has a tool by that name)"
+                types.INVALID_PARAMS, f"Unknown tool: '{clip(name)}' (neither 1C nor the proxy has a tool by that name)"
             )
         try:
             return to_call_result(await self.client.call_tool(name, arguments))
+        except InvalidRequestError as exc:  # the client's arguments, not 1C: a protocol-level answer
+            raise MCPError(types.INVALID_PARAMS, f"Cannot call the tool '{clip(name)}': {exc}") from exc
         except OneCRpcError as exc:  # 1C ran the call and failed: the model should read why
             return error_result(f"1C could not run the tool '{name}': {exc}")
         except OneCProtocolError as exc:
@@ -168,15 +190,15 @@ class MCPProxy:
         try:
             return to_read_result(await self.client.read_resource(params.uri))
         except OneCError as exc:
-            raise _protocol_error(f"Cannot read the 1C resource '{params.uri}'", exc) from exc
+            raise _protocol_error(f"Cannot read the 1C resource '{clip(params.uri)}'", exc) from exc
 
     async def _get_prompt(
         self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
         try:
             return to_prompt_result(await self.client.get_prompt(params.name, params.arguments))
-        except OneCError as exc:
-            raise _protocol_error(f"Cannot get the 1C prompt '{params.name}'", exc) from exc
+        except (OneCError, InvalidRequestError) as exc:
+            raise _protocol_error(f"Cannot get the 1C prompt '{clip(params.name)}'", exc) from exc
 
     # --- catalog changes and health -----------------------------------------------------
 
@@ -192,30 +214,10 @@ class MCPProxy:
 
     @property
     def shadowed_tools(self) -> list[str]:
-        return sorted(self._shadowed)
-
-    async def health(self) -> tuple[bool, dict[str, Any]]:
-        """Probe 1C once and describe the proxy for `/health` and `check`. Never holds a secret."""
-        onec: dict[str, Any] = {"url": self.client.base_url}
-        try:
-            onec["round_trip_ms"] = round(await self.client.ping() * 1000, 1)
-            healthy = True
-        except OneCError as exc:
-            onec["error"] = str(exc)
-            healthy = False
-        onec["catalog"] = self.catalog.status()
-        extras = [await extra.status() for extra in self.extras]
-        self._note_shadowed({tool.name for tool in self.catalog.section("tools").items})
-        return healthy, {
-            "status": "healthy" if healthy else "unhealthy",
-            "server": {"name": self.settings.server_name, "version": __version__},
-            "uptime_s": round(time.monotonic() - self.started_at, 1),
-            "onec": onec,
-            "local_tools": self.registry.names,
-            "shadowed_tools": self.shadowed_tools,
-            "extras": {status.name: status.as_dict() for status in extras},
-        }
+        """1C tools hidden by a local tool of the same name (for `/health`)."""
+        return sorted({tool.name for tool in self.catalog.section("tools").items} & set(self.registry.names))
 
 
-def _protocol_error(what: str, exc: OneCError) -> MCPError:
-    return MCPError(types.INTERNAL_ERROR, f"{what}: {exc}")
+def _protocol_error(what: str, exc: OneCError | InvalidRequestError) -> MCPError:
+    code = types.INVALID_PARAMS if isinstance(exc, InvalidRequestError) else types.INTERNAL_ERROR
+    return MCPError(code, f"{what}: {exc}")

@@ -1,16 +1,23 @@
 """The 1C HTTP client: JSON-RPC 2.0 over one pooled httpx.AsyncClient.
 
 This is the only module that catches httpx and JSON exceptions. It turns them into the
-`errors.OneCError` tree, with messages a 1C admin can act on; they never hold the password.
+`errors.OneCError` tree, with messages a 1C admin can act on; they never hold the password, and
+every piece of text that comes from 1C passes the `Redactor` first.
 
     async with OneCClient.from_settings(settings) as onec:
         await onec.discover()
         tools = await onec.list_tools()
+
+Limits: at most `max_concurrency` exchanges run in 1C at once. A caller that is cancelled gets
+its cancellation at once, but the exchange it started keeps its slot until 1C answers or the
+1C timeout ends it, so the cap bounds what 1C really runs. `probe()` never waits for a slot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import html
 import itertools
 import json
@@ -25,24 +32,46 @@ import httpx
 from . import __version__
 from .config import Settings, require_onec_url
 from .errors import (
+    METHOD_NOT_FOUND,
+    InvalidRequestError,
     OneCAuthError,
+    OneCBusyError,
     OneCConnectionError,
     OneCError,
     OneCHTTPError,
     OneCProtocolError,
     OneCRedirectError,
+    OneCResponseTooLarge,
     OneCRpcError,
     OneCTimeoutError,
 )
+from .redaction import Redactor
 
-__all__ = ["READ_ONLY_METHODS", "Discovery", "OneCClient", "create_http_client", "strip_module_prefix"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "MCP_PROTOCOL_VERSION",
+    "READ_ONLY_METHODS",
+    "SESSION_GONE_MARKERS",
+    "Discovery",
+    "OneCClient",
+    "create_http_client",
+    "strip_module_prefix",
+]
 
 logger = logging.getLogger(__name__)
 
 # They change nothing in 1C, so one retry after a broken connection is safe. Never tools/call.
 READ_ONLY_METHODS = frozenset({"tools/list", "resources/list", "prompts/list", "resources/read", "prompts/get", "ping"})
+# What 1C writes instead of JSON when the session in the `ibsession` cookie is gone (compared casefolded).
+SESSION_GONE_MARKERS = ("сеанс отсутствует или удален", "сеанс отсутствует или удалён")
+MCP_PROTOCOL_VERSION = "2025-11-25"  # what the handshake offers full-MCP 1C backends
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
+MIB = 2**20
+# An error page is only shown as a 200-character excerpt: its first KB are enough.
+ERROR_BODY_LIMIT = 8 * 1024
 _DISCOVERY_PATHS: tuple[Literal["manifest", "health"], ...] = ("manifest", "health")
 _POST_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+_BOM = b"\xef\xbb\xbf"
 # 1C's "{ОбщийМодуль.mcp_APIBackend.Модуль(263)}: " (newer platforms add a column: "(263,5)").
 _MODULE_PREFIX = re.compile(r"\{[^{}\s]+\(\d+(?:,\s*\d+)?\)\}:\s*")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
@@ -56,11 +85,27 @@ class Discovery:
 
     `source` names the endpoint that answered ("rpc": neither manifest nor health, only POST rpc).
     `capabilities` comes from a JSON manifest ({"tools": bool, "resources": bool, "prompts": bool});
-    None when unknown.
+    None when unknown. `server_info` and `protocol_version` come from 1C's answer to the MCP
+    `initialize` handshake; None when the backend does not serve it.
     """
 
     source: Literal["manifest", "health", "rpc"]
     capabilities: dict[str, bool] | None
+    server_info: dict[str, Any] | None = None
+    protocol_version: str | None = None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """1C's HTTP answer, read: the whole body of a 2xx (within the cap), the first KB of any other."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
 
 
 def strip_module_prefix(message: str) -> str:
@@ -74,7 +119,8 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
     Raises:
         ConfigError: MCP_ONEC_URL is not set.
     """
-    size = settings.onec_max_concurrency
+    # One connection beyond the cap: the health probe never waits for a connection held by tool calls.
+    size = settings.onec_max_concurrency + 1
     auth = None
     if settings.onec_username:
         auth = httpx.BasicAuth(settings.onec_username, settings.onec_password.get_secret_value())
@@ -85,6 +131,12 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
         follow_redirects=False,
         limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
         headers={"Accept": "application/json", "User-Agent": f"onec-mcp-proxy/{__version__}"},
+        # 1C is usually on the LAN: HTTP(S)_PROXY and the system proxy are meant for other traffic and
+        # would send the 1C login through a proxy. Only MCP_ONEC_HTTP_PROXY puts one in between.
+        trust_env=False,
+        proxy=settings.onec_http_proxy,
+        # trust_env=False would also drop SSL_CERT_FILE / SSL_CERT_DIR, which a 1C with a company CA needs.
+        verify=httpx.create_ssl_context(trust_env=True),
     )
 
 
@@ -92,8 +144,9 @@ class OneCClient:
     """JSON-RPC calls to the 1C HTTP service, at most `max_concurrency` at a time.
 
     Every call raises only `OneCError` subclasses for 1C failures: `OneCConnectionError`
-    (`OneCTimeoutError`), `OneCHTTPError` (`OneCAuthError`, `OneCRedirectError`),
-    `OneCProtocolError`, `OneCRpcError`. After `aclose()` every call raises `RuntimeError`.
+    (`OneCTimeoutError`), `OneCBusyError`, `OneCHTTPError` (`OneCAuthError`, `OneCRedirectError`),
+    `OneCProtocolError` (`OneCResponseTooLarge`), `OneCRpcError`; and `InvalidRequestError` when
+    the parameters are not JSON values. After `aclose()` every call raises `RuntimeError`.
     The client owns `http` and closes it.
     """
 
@@ -105,28 +158,46 @@ class OneCClient:
         max_concurrency: int = 4,
         timeout: float = 120.0,
         username: str = "",
+        queue_timeout: float = 60.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        redactor: Redactor | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        if queue_timeout <= 0:
+            raise ValueError(f"queue_timeout must be positive, got {queue_timeout}")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be at least 1, got {max_response_bytes}")
         self._http = http
         self._base_url = str(http.base_url.copy_with(userinfo=b"")).rstrip("/")  # used in every message
         self._rpc_path = rpc_path.strip("/")
         self._timeout = timeout
         self._username = username
+        self._max_concurrency = max_concurrency
+        self._queue_timeout = queue_timeout
+        self._max_response_bytes = max_response_bytes
+        self._redact = (redactor or Redactor()).redact
         self._slots = asyncio.Semaphore(max_concurrency)
         self._in_flight = 0
+        self._queued = 0
+        # Exchanges holding a slot. Kept here so that they outlive a cancelled caller and aclose() can end them.
+        self._exchanges: set[asyncio.Task[_Answer]] = set()
         self._ids = itertools.count(1)
         self._ping_path: str | None = None
         self._closed = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OneCClient:
+        password = settings.onec_password.get_secret_value()
         return cls(
             create_http_client(settings),
             rpc_path=settings.onec_rpc_path,
             max_concurrency=settings.onec_max_concurrency,
             timeout=settings.onec_timeout,
             username=settings.onec_username,
+            queue_timeout=settings.onec_queue_timeout,
+            max_response_bytes=max(1, int(settings.onec_max_response_mb * MIB)),
+            redactor=Redactor(basic_logins=[(settings.onec_username, password)]),
         )
 
     @property
@@ -139,10 +210,16 @@ class OneCClient:
 
     @property
     def in_flight(self) -> int:
+        """Exchanges holding a slot: running in 1C, including those whose caller was cancelled."""
         return self._in_flight
 
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a slot; they have not reached 1C."""
+        return self._queued
+
     def __repr__(self) -> str:
-        return f"<OneCClient {self.rpc_url} user={self._username!r} in_flight={self._in_flight}>"
+        return f"<OneCClient {self.rpc_url} user={self._username!r} in_flight={self._in_flight} queued={self._queued}>"
 
     async def __aenter__(self) -> OneCClient:
         self._check_open()
@@ -152,28 +229,42 @@ class OneCClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the client: exchanges still running (their callers may be gone) are cancelled."""
         self._closed = True
+        running = list(self._exchanges)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)  # before the pool under them closes
         await self._http.aclose()
 
     # --- public calls ---------------------------------------------------------------------
 
     async def discover(self) -> Discovery:
-        """Find which discovery endpoint the backend has: manifest, then health, else rpc only.
+        """Find the discovery endpoint (manifest, then health, else rpc only), then do the MCP handshake.
+
+        A backend without the handshake is normal: its JSON-RPC errors and odd answers to
+        `initialize` are logged, not raised.
 
         Raises:
-            OneCConnectionError, OneCAuthError, OneCRedirectError, OneCHTTPError (5xx).
+            OneCConnectionError, OneCAuthError, OneCRedirectError, OneCHTTPError (5xx), OneCBusyError.
         """
-        for source in _DISCOVERY_PATHS:
-            response = await self._exchange("GET", source, f"GET {source}", retry=True, tolerate_4xx=True)
-            if response.is_success:
-                self._ping_path = source
-                caps = _manifest_capabilities(response.content) if source == "manifest" else None
-                return Discovery(source, caps)
-        self._ping_path = None
-        return Discovery("rpc", None)
+        source: Literal["manifest", "health", "rpc"] = "rpc"
+        caps = None
+        for path in _DISCOVERY_PATHS:
+            answer = await self._exchange("GET", path, f"GET {path}", retry=True, tolerate_4xx=True)
+            if answer.is_success:
+                source = path
+                caps = _manifest_capabilities(answer.content) if path == "manifest" else None
+                break
+        self._ping_path = None if source == "rpc" else source
+        server_info, protocol_version = await self._handshake()
+        return Discovery(source, caps, server_info, protocol_version)
 
     async def ping(self) -> float:
-        """One light round trip; returns its duration in seconds. Any JSON-RPC reply means alive."""
+        """One light round trip in a concurrency slot; returns its duration in seconds.
+
+        Any JSON-RPC reply means alive. For health checks use `probe`, which never waits for a slot.
+        """
         started = time.perf_counter()
         if self._ping_path is not None:
             await self._exchange("GET", self._ping_path, f"GET {self._ping_path}", retry=True)
@@ -181,32 +272,56 @@ class OneCClient:
             await self._rpc("ping", None)
         return time.perf_counter() - started
 
+    async def probe(self, timeout: float) -> float:  # noqa: ASYNC109 - its own bound, not the caller's
+        """One light round trip that never waits for a concurrency slot; returns seconds.
+
+        The discovery GET when discovery found one, else JSON-RPC `ping` (any JSON-RPC reply means
+        alive). It uses the pool's spare connection, so busy tool calls do not delay it, and the
+        whole round trip is bounded by `timeout`.
+
+        Raises:
+            OneCTimeoutError: no answer within `timeout`.
+            OneCError: any other failure, as for every call.
+        """
+        self._check_open()
+        what = f"GET {self._ping_path}" if self._ping_path is not None else "ping"
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                if self._ping_path is not None:
+                    await self._exchange("GET", self._ping_path, what, retry=True, probe_timeout=timeout)
+                else:
+                    await self._rpc("ping", None, probe_timeout=timeout)
+        except TimeoutError:
+            raise OneCTimeoutError(self._probe_timeout_message(what, timeout)) from None
+        return time.perf_counter() - started
+
     async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """One JSON-RPC call; returns its `result` object.
 
         Raises:
             OneCRpcError: 1C answered with a JSON-RPC error (`.code`, `.detail`).
-            OneCProtocolError, OneCHTTPError, OneCConnectionError: see the class docstring.
+            InvalidRequestError: `params` hold a value JSON cannot carry (NaN, Infinity); nothing was sent.
+            OneCBusyError, OneCProtocolError, OneCHTTPError, OneCConnectionError: see the class docstring.
         """
         reply = await self._rpc(method, params)
         if "error" in reply:
-            error = reply["error"]
-            logger.warning("1C returned error %s for %s: %s", error["code"], method, error["message"])
-            message = f"1C returned error {error['code']}: {strip_module_prefix(error['message'])}"
-            raise OneCRpcError(message, code=error["code"], detail=error["message"])
+            error = self._rpc_error(reply["error"])
+            logger.warning("1C returned error %s for %s: %s", error.code, method, error.detail)
+            raise error
         result = reply["result"]
         if not isinstance(result, dict):
-            raise OneCProtocolError(f"1C answered {method} with a non-object result: {_short(result)}")
+            raise OneCProtocolError(f"1C answered {method} with a non-object result: {self._show(result)}")
         return result
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         """A JSON-RPC notification (no id). 1C answers 204, the MCP spec says 202; 200 is fine too."""
         body = _encode({"jsonrpc": "2.0", "method": method}, params)
-        response = await self._exchange("POST", self._rpc_path, method, content=body)
-        if response.status_code not in (200, 202, 204):
+        answer = await self._exchange("POST", self._rpc_path, method, content=body)
+        if answer.status_code not in (200, 202, 204):
             raise OneCProtocolError(
-                f"1C answered the notification {method} with HTTP {response.status_code}, "
-                f"expected 204, 202 or 200: {_excerpt(response.content)}"
+                f"1C answered the notification {method} with HTTP {answer.status_code}, "
+                f"expected 204, 202 or 200: {self._excerpt(answer.content)}"
             )
 
     async def list_tools(self) -> list[dict[str, Any]]:
@@ -227,7 +342,7 @@ class OneCClient:
     async def get_prompt(self, name: str, arguments: dict[str, str] | None) -> dict[str, Any]:
         return await self.request("prompts/get", {"name": name, "arguments": arguments or {}})
 
-    # --- internals ------------------------------------------------------------------------
+    # --- internals: JSON-RPC --------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
@@ -237,23 +352,102 @@ class OneCClient:
         result = await self.request(method, {})
         items = result.get(key)
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-            raise OneCProtocolError(f"1C's {method} result has no '{key}' list of objects: {_short(result)}")
+            raise OneCProtocolError(f"1C's {method} result has no '{key}' list of objects: {self._show(result)}")
         return items
 
-    async def _rpc(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    async def _handshake(self) -> tuple[dict[str, Any] | None, str | None]:
+        """MCP's `initialize` + `notifications/initialized`, which full-MCP 1C backends expect.
+
+        Returns 1C's serverInfo and protocolVersion (None, None without a handshake). Only a lost
+        connection, a refused login or a redirect is raised: the rest of 1C serves without it.
+        """
+        params = {
+            "protocolVersion": MCP_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "onec-mcp-proxy", "version": __version__},
+        }
+        try:
+            reply = await self._rpc("initialize", params, retry=True)  # a fixed answer in 1C: safe to repeat
+        except (OneCAuthError, OneCRedirectError):
+            raise
+        except (OneCProtocolError, OneCHTTPError) as exc:
+            logger.info("1C did not accept the MCP handshake (initialize); going on without it: %s", exc)
+            return None, None
+        if "error" in reply:
+            error = reply["error"]
+            level = logging.DEBUG if error["code"] == METHOD_NOT_FOUND else logging.INFO
+            logger.log(level, "1C has no MCP handshake: initialize answered %s", self._rpc_error(error))
+            return None, None
+        result = reply["result"] if isinstance(reply["result"], dict) else {}
+        server_info = result.get("serverInfo") if isinstance(result.get("serverInfo"), dict) else None
+        version = result.get("protocolVersion") if isinstance(result.get("protocolVersion"), str) else None
+        logger.debug("1C MCP handshake: %s, protocol %s", self._show(server_info), version)
+        try:
+            await self.notify("notifications/initialized")
+        except (OneCAuthError, OneCRedirectError):
+            raise
+        except (OneCProtocolError, OneCHTTPError) as exc:
+            logger.info("1C did not accept notifications/initialized; going on: %s", exc)
+        return server_info, version
+
+    async def _rpc(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        *,
+        retry: bool | None = None,
+        probe_timeout: float | None = None,
+    ) -> dict[str, Any]:
         """Send one request; return the checked reply envelope (with `result` or `error`)."""
         rpc_id = next(self._ids)
         body = _encode({"jsonrpc": "2.0", "id": rpc_id, "method": method}, params)
-        retry = method in READ_ONLY_METHODS
-        response = await self._exchange("POST", self._rpc_path, method, rpc_id, content=body, retry=retry)
+        retry = method in READ_ONLY_METHODS if retry is None else retry
+        answer = await self._exchange(
+            "POST", self._rpc_path, method, rpc_id, content=body, retry=retry, probe_timeout=probe_timeout
+        )
         try:
-            reply = json.loads(response.content.decode("utf-8-sig"))
+            reply = json.loads(answer.content.decode("utf-8-sig"))
         except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError
             raise OneCProtocolError(
-                f"1C answered {method} at {self.rpc_url} with HTTP {response.status_code} but not JSON: "
-                f"{_excerpt(response.content)}. Check MCP_ONEC_URL and MCP_ONEC_RPC_PATH."
+                f"1C answered {method} at {self.rpc_url} with HTTP {answer.status_code} but not JSON: "
+                f"{self._excerpt(answer.content)}. Check MCP_ONEC_URL and MCP_ONEC_RPC_PATH."
             ) from exc
-        return _check_envelope(reply, rpc_id, method)
+        return self._check_envelope(reply, rpc_id, method)
+
+    def _rpc_error(self, error: dict[str, Any]) -> OneCRpcError:
+        detail = self._redact(error["message"])  # 1C's text may quote a request header or a password
+        message = f"1C returned error {error['code']}: {strip_module_prefix(detail)}"
+        return OneCRpcError(message, code=error["code"], detail=detail)
+
+    def _check_envelope(self, reply: Any, rpc_id: int, method: str) -> dict[str, Any]:
+        if not isinstance(reply, dict) or reply.get("jsonrpc") != "2.0":
+            raise OneCProtocolError(f"1C's answer to {method} is not a JSON-RPC 2.0 reply: {self._show(reply)}")
+        if ("result" in reply) == ("error" in reply):
+            raise OneCProtocolError(f"1C's answer to {method} must hold either result or error: {self._show(reply)}")
+        reply_id = reply.get("id")
+        # JSON-RPC sends an error with id null when the server could not read the request's id.
+        if not ("error" in reply and reply_id is None) and (reply_id != rpc_id or isinstance(reply_id, bool)):
+            raise OneCProtocolError(
+                f"1C answered {method} with id {self._redact(repr(reply_id))}, but the request had id {rpc_id}"
+            )
+        error = reply.get("error")
+        if "error" in reply and not (
+            isinstance(error, dict)
+            and isinstance(error.get("code"), int)
+            and not isinstance(error.get("code"), bool)
+            and isinstance(error.get("message"), str)
+        ):
+            raise OneCProtocolError(f"1C's error answer to {method} lacks a code or message: {self._show(reply)}")
+        return reply
+
+    def _show(self, value: Any) -> str:
+        """A short, secret-free rendering of a JSON value 1C sent."""
+        return _clip(self._redact(json.dumps(value, ensure_ascii=False)))
+
+    def _excerpt(self, body: bytes) -> str:
+        return _clip(self._redact(_readable(body))) or "(empty body)"
+
+    # --- internals: HTTP exchanges and slots ----------------------------------------------
 
     async def _exchange(
         self,
@@ -265,49 +459,178 @@ class OneCClient:
         content: bytes | None = None,
         retry: bool = False,
         tolerate_4xx: bool = False,
-    ) -> httpx.Response:
-        """One HTTP exchange in a concurrency slot, every failure translated; `retry` once if dropped."""
+        probe_timeout: float | None = None,
+    ) -> _Answer:
+        """One HTTP exchange, every failure translated. In a concurrency slot unless it is a probe.
+
+        The exchange runs in a task of its own, shielded from the caller: a caller that is cancelled
+        leaves at once, while the exchange keeps its slot until 1C answers or the timeout ends it.
+        """
         self._check_open()
+        if probe_timeout is not None:
+            return await self._attempts(verb, path, what, rpc_id, content, retry, tolerate_4xx, probe_timeout)
+        await self._take_slot()
+        if self._closed:  # closed while this call waited: it must not start
+            self._slots.release()
+            self._check_open()
+        self._in_flight += 1
+        exchange = asyncio.create_task(
+            self._attempts(verb, path, what, rpc_id, content, retry, tolerate_4xx, None), name=f"1C {what}"
+        )
+        self._exchanges.add(exchange)
+        exchange.add_done_callback(self._exchange_done)
+        try:
+            return await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if exchange.cancelled() and (current is None or not current.cancelling()):
+                raise RuntimeError(f"OneCClient was closed while {what} was running") from None
+            if not exchange.done():
+                logger.info(
+                    "The caller of 1C %s was cancelled; 1C goes on running it, and it keeps its concurrency slot "
+                    "until 1C answers or MCP_ONEC_TIMEOUT (%g s) ends it",
+                    what,
+                    self._timeout,
+                )
+                exchange.add_done_callback(functools.partial(_log_orphan_outcome, what, time.perf_counter()))
+            raise
+
+    async def _take_slot(self) -> None:
+        self._queued += 1
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            calls = "1 call" if self._in_flight == 1 else f"{self._in_flight} calls"
+            raise OneCBusyError(
+                f"1C is busy: {calls} in flight (MCP_ONEC_MAX_CONCURRENCY={self._max_concurrency}) and this one "
+                f"waited {self._queue_timeout:g} s (MCP_ONEC_QUEUE_TIMEOUT); try again later"
+            ) from None
+        finally:
+            self._queued -= 1
+
+    def _exchange_done(self, exchange: asyncio.Task[_Answer]) -> None:
+        # A done callback, not a `finally` in the task: it runs even for a task cancelled before it started.
+        self._exchanges.discard(exchange)
+        self._in_flight -= 1
+        self._slots.release()
+        if not exchange.cancelled():
+            exchange.exception()  # retrieved: a caller that left must not cause "exception was never retrieved"
+
+    async def _attempts(
+        self,
+        verb: str,
+        path: str,
+        what: str,
+        rpc_id: int | None,
+        content: bytes | None,
+        retry: bool,
+        tolerate_4xx: bool,
+        probe_timeout: float | None,
+    ) -> _Answer:
+        """The exchange with its retries: once after a dropped connection, once after an expired session."""
         url = f"{self.base_url}/{path}"
-        for attempt in (1, 2):
+        dropped = expired = False
+        while True:
             try:
-                response = await self._send(verb, path, what, rpc_id, content)
+                answer = await self._send(verb, path, what, rpc_id, content, probe_timeout)
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                if not (retry and attempt == 1):
-                    raise self._transport_error(exc, url, what) from exc
+                if not retry or dropped:
+                    raise self._transport_error(exc, url, what, probe_timeout) from exc
+                dropped = True
                 logger.debug("1C %s: %s, retrying once", what, _reason(exc))  # a dropped keep-alive
+                continue
             except httpx.RequestError as exc:
-                raise self._transport_error(exc, url, what) from exc
-            else:
-                self._check_status(response, url, what, tolerate_4xx=tolerate_4xx)
-                return response
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise self._transport_error(exc, url, what, probe_timeout) from exc
+            if _session_gone(answer):
+                # 1C ended the session behind the cookie (SessionMaxAge, a restart, an admin). Without the
+                # cookie the next request starts a new session.
+                self._http.cookies.clear()
+                if retry and not expired:
+                    expired = True
+                    logger.warning("1C session expired; dropped the session cookie and retried %s", what)
+                    continue
+                raise self._session_error(what, again=expired)
+            self._check_status(answer, url, what, tolerate_4xx=tolerate_4xx)
+            return answer
 
-    async def _send(self, verb: str, path: str, what: str, rpc_id: int | None, content: bytes | None) -> httpx.Response:
+    async def _send(
+        self, verb: str, path: str, what: str, rpc_id: int | None, content: bytes | None, probe_timeout: float | None
+    ) -> _Answer:
         headers = _POST_HEADERS if content is not None else None
-        timeout = httpx.Timeout(self._timeout, connect=self._http.timeout.connect)
-        async with self._slots:
-            self._in_flight += 1
-            started = time.perf_counter()
-            try:
-                response = await self._http.request(verb, path, content=content, headers=headers, timeout=timeout)
-            finally:
-                self._in_flight -= 1
+        connect = self._http.timeout.connect
+        if probe_timeout is None:
+            timeout = httpx.Timeout(self._timeout, connect=connect)
+        else:
+            timeout = httpx.Timeout(probe_timeout, connect=min(connect or probe_timeout, probe_timeout))
+        request = self._http.build_request(verb, path, content=content, headers=headers, timeout=timeout)
+        started = time.perf_counter()
+        response = await self._http.send(request, stream=True)  # the body is read below, within the cap
+        try:
+            body = await self._read_body(response, what)
+        finally:
+            await response.aclose()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        status, size = response.status_code, len(response.content)
-        logger.debug("1C %s id=%s: HTTP %d, %d bytes, %.0f ms", what, rpc_id, status, size, elapsed_ms)
-        return response
+        status = response.status_code
+        logger.debug("1C %s id=%s: HTTP %d, %d bytes, %.0f ms", what, rpc_id, status, len(body), elapsed_ms)
+        return _Answer(status, response.headers, body)
 
-    def _transport_error(self, exc: httpx.RequestError, url: str, what: str) -> OneCError:
-        reason = _reason(exc)
+    async def _read_body(self, response: httpx.Response, what: str) -> bytes:
+        """A 2xx body up to `max_response_bytes`, else OneCResponseTooLarge; of any other, the first KB."""
+        if not response.is_success:
+            return await _read_at_most(response, ERROR_BODY_LIMIT)
+        limit = self._max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_large(what)  # refused before a byte of the body is read
+        chunks: list[bytes] = []
+        size = 0
+        async with contextlib.aclosing(response.aiter_bytes()) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    raise self._too_large(what)
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, what: str) -> OneCResponseTooLarge:
+        return OneCResponseTooLarge(
+            f"1C's answer to {what} is larger than {self._max_response_bytes / MIB:g} MB "
+            "(MCP_ONEC_MAX_RESPONSE_MB); ask for less data or raise the setting"
+        )
+
+    def _session_error(self, what: str, *, again: bool) -> OneCConnectionError:
+        if again:
+            return OneCConnectionError(
+                f"1C answered {what} that its session is missing or deleted, even after the session cookie was "
+                "dropped and the call retried. Check the session settings of the 1C publication on the web "
+                "server (ReuseSessions, SessionMaxAge)."
+            )
+        subject = "the tool" if what == "tools/call" else what
+        return OneCConnectionError(
+            f"The 1C session had expired, so {subject} was not run; the session cookie has been dropped: try again."
+        )
+
+    def _probe_timeout_message(self, what: str, timeout: float) -> str:
+        return (
+            f"1C did not answer the health probe ({what}) within {timeout:g} s; "
+            "it may be overloaded or waiting on a lock."
+        )
+
+    def _transport_error(self, exc: httpx.RequestError, url: str, what: str, probe_timeout: float | None) -> OneCError:
+        reason = self._redact(_reason(exc))
         unreachable = "Is the web server running and the base published? Check MCP_ONEC_URL."
         if isinstance(exc, httpx.ConnectTimeout):
             connect = self._http.timeout.connect or 0
+            if probe_timeout is not None:
+                connect = min(connect or probe_timeout, probe_timeout)
             return OneCConnectionError(
                 f"Cannot connect to 1C at {url}: no connection within {connect:g} s "
                 f"(MCP_ONEC_CONNECT_TIMEOUT). {unreachable}"
             )
         if isinstance(exc, httpx.TimeoutException):  # read, write, pool
+            if probe_timeout is not None:
+                return OneCTimeoutError(self._probe_timeout_message(what, probe_timeout))
             return OneCTimeoutError(
                 f"1C did not answer {what} within {self._timeout:g} s (MCP_ONEC_TIMEOUT). If the operation "
                 "is long, raise MCP_ONEC_TIMEOUT; otherwise check that the 1C server is not overloaded "
@@ -324,13 +647,14 @@ class OneCClient:
             return OneCProtocolError(f"1C's answer to {what} at {url} could not be decoded: {reason}")
         return OneCConnectionError(f"Request to 1C at {url} failed: {reason}. Check MCP_ONEC_URL.")
 
-    def _check_status(self, response: httpx.Response, url: str, what: str, *, tolerate_4xx: bool) -> None:
-        status, user = response.status_code, self._username
-        if response.is_success or (tolerate_4xx and 400 <= status < 500 and status not in (401, 403)):
+    def _check_status(self, answer: _Answer, url: str, what: str, *, tolerate_4xx: bool) -> None:
+        status, user = answer.status_code, self._username
+        if answer.is_success or (tolerate_4xx and 400 <= status < 500 and status not in (401, 403)):
             return
         if 300 <= status < 400:
+            location = self._redact(answer.headers.get("Location", "?"))
             raise OneCRedirectError(
-                f"1C answered HTTP {status} (redirect to {response.headers.get('Location', '?')}) for {url}. "
+                f"1C answered HTTP {status} (redirect to {location}) for {url}. "
                 "The publication name in MCP_ONEC_URL is case-sensitive: check the case of the base name.",
                 status_code=status,
             )
@@ -352,29 +676,40 @@ class OneCClient:
             else "See the web server and 1C server logs."
         )
         raise OneCHTTPError(
-            f"1C answered {what} at {url} with HTTP {status}: {_excerpt(response.content)}. {hint}",
+            f"1C answered {what} at {url} with HTTP {status}: {self._excerpt(answer.content)}. {hint}",
             status_code=status,
         )
 
 
-def _check_envelope(reply: Any, rpc_id: int, method: str) -> dict[str, Any]:
-    if not isinstance(reply, dict) or reply.get("jsonrpc") != "2.0":
-        raise OneCProtocolError(f"1C's answer to {method} is not a JSON-RPC 2.0 reply: {_short(reply)}")
-    if ("result" in reply) == ("error" in reply):
-        raise OneCProtocolError(f"1C's answer to {method} must hold either result or error: {_short(reply)}")
-    reply_id = reply.get("id")
-    # JSON-RPC sends an error with id null when the server could not read the request's id.
-    if not ("error" in reply and reply_id is None) and (reply_id != rpc_id or isinstance(reply_id, bool)):
-        raise OneCProtocolError(f"1C answered {method} with id {reply_id!r}, but the request had id {rpc_id}")
-    error = reply.get("error")
-    if "error" in reply and not (
-        isinstance(error, dict)
-        and isinstance(error.get("code"), int)
-        and not isinstance(error.get("code"), bool)
-        and isinstance(error.get("message"), str)
-    ):
-        raise OneCProtocolError(f"1C's error answer to {method} lacks a code or message: {_short(reply)}")
-    return reply
+def _log_orphan_outcome(what: str, left_at: float, exchange: asyncio.Task[_Answer]) -> None:
+    """Say how an exchange whose caller was cancelled ended: 1C did (or did not) run it."""
+    after = time.perf_counter() - left_at
+    if exchange.cancelled():
+        logger.info("1C %s was cancelled at shutdown, %.1f s after its caller left", what, after)
+    elif (exc := exchange.exception()) is not None:
+        logger.info("1C %s failed %.1f s after its caller left: %s", what, after, exc)
+    else:
+        logger.info("1C answered %s %.1f s after its caller left; the answer was dropped", what, after)
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async with contextlib.aclosing(response.aiter_bytes()) as stream:
+        async for chunk in stream:
+            chunks.append(chunk[: limit - size])
+            size += len(chunks[-1])
+            if size >= limit:
+                break
+    return b"".join(chunks)
+
+
+def _session_gone(answer: _Answer) -> bool:
+    """1C's "the session is gone" text in place of a JSON reply (a JSON reply may quote it legitimately)."""
+    if answer.is_success and answer.content.removeprefix(_BOM).lstrip().startswith((b"{", b"[")):
+        return False
+    text = answer.content[:ERROR_BODY_LIMIT].decode("utf-8", errors="replace").casefold()
+    return any(marker in text for marker in SESSION_GONE_MARKERS)
 
 
 def _manifest_capabilities(content: bytes) -> dict[str, bool] | None:
@@ -389,9 +724,14 @@ def _manifest_capabilities(content: bytes) -> dict[str, bool] | None:
 
 
 def _encode(message: dict[str, Any], params: dict[str, Any] | None) -> bytes:
+    """The request body. Raises InvalidRequestError (before any HTTP) for values JSON cannot carry."""
     if params is not None:
         message["params"] = params
-    return json.dumps(message, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    try:
+        return json.dumps(message, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError) as exc:  # NaN/Infinity (Python's JSON reader accepts them), a circular value
+        why = "NaN and Infinity are not JSON numbers" if "Out of range float" in str(exc) else str(exc)
+        raise InvalidRequestError(f"the arguments of {message['method']} are not valid JSON: {why}") from None
 
 
 def _reason(exc: Exception) -> str:
@@ -402,20 +742,16 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _short(value: Any) -> str:
-    return _clip(json.dumps(value, ensure_ascii=False))
-
-
 def _squash(text: str) -> str:
     return " ".join(html.unescape(text).split())
 
 
-def _excerpt(body: bytes) -> str:
-    """A short readable excerpt of an error body: an HTML page's title and visible text."""
-    text = body.decode("utf-8-sig", errors="replace")
+def _readable(body: bytes) -> str:
+    """The readable text of an error body (an HTML page's title and visible text), from its first KB only."""
+    text = body[:ERROR_BODY_LIMIT].decode("utf-8-sig", errors="replace")
     match = _TITLE.search(text)
     title = _squash(match.group(1)) if match else ""
     visible = _squash(_TAG.sub(" ", _INVISIBLE.sub(" ", text))).rstrip(". ")
     if title and title not in visible:
         visible = f"{title}: {visible}" if visible else title
-    return _clip(visible) if visible else "(empty body)"
+    return visible

@@ -24,10 +24,13 @@ LOOPBACK = "127.0.0.1"
 
 
 class LoopbackServer:
-    def __init__(self, app: Any, *, port: int = 0, graceful_shutdown: float = 2.0) -> None:
+    def __init__(
+        self, app: Any, *, port: int = 0, graceful_shutdown: float = 2.0, options: dict[str, Any] | None = None
+    ) -> None:
         self.app = app
         self.port = port
         self._graceful_shutdown = graceful_shutdown
+        self._options = {**(options or {}), "timeout_graceful_shutdown": graceful_shutdown}
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -53,7 +56,7 @@ class LoopbackServer:
             log_config=None,
             access_log=False,
             lifespan="auto",
-            timeout_graceful_shutdown=self._graceful_shutdown,
+            **self._options,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

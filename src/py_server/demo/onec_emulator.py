@@ -3,11 +3,12 @@
 It serves the demo base (`onec_data`) as the publication `demo`, so the proxy's real client path
 runs against it: `MCP_ONEC_URL={url}/demo`, service root `mcp`, rpc path `rpc`. The knobs on
 `EmulatorState` reproduce what 1C does in the field (slow calls, HTML error pages from IIS/Apache,
-a byte order mark, the `prompts/list` bug, tools appearing at run time).
+a byte order mark, the `prompts/list` bug, tools appearing at run time, sessions that expire).
 
     with OneCEmulator() as onec:
         httpx.post(onec.url + "/hs/mcp/rpc", json={...}, auth=(onec.username, onec.password))
         onec.state.fault = "html_503"
+        onec.state.expire_sessions()   # the next request with an old `ibsession` cookie gets 1C's error
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import binascii
 import contextlib
 import json
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,7 +56,9 @@ INITIALIZE_RESULT = {
     },
     "serverInfo": {"name": "1C MCP Server", "version": "1.0.0"},
 }
-NOT_JSON_BODY = "Сеанс отсутствует или удален"
+NOT_JSON_BODY = "Сеанс отсутствует или удален"  # 1C's text when the session behind the cookie is gone
+SESSION_COOKIE = "ibsession"
+MAX_SESSIONS = 10_000  # clients that drop cookies start a session per request; forget the oldest
 
 Discovery = Literal["manifest", "health", "none"]
 Fault = Literal["html_500", "html_502", "html_503", "not_json"]
@@ -78,6 +82,9 @@ class EmulatorState:
     in_flight: int = 0
     max_in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    # Session id -> True while 1C still has the session; False once expired and not yet answered.
+    _sessions: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _expired_status: int = field(default=400, init=False, repr=False, compare=False)
 
     def add_tool(self, definition: dict[str, Any], handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         # Copy on write: the server thread always iterates a complete dict, never one being changed.
@@ -107,6 +114,36 @@ class EmulatorState:
         with self._lock:
             self.calls.clear()
             self.max_in_flight = self.in_flight  # requests still running stay counted
+
+    def expire_sessions(self, status: int = 400) -> None:
+        """End every 1C session, as SessionMaxAge, a restart or an admin does.
+
+        A request that carries an old `ibsession` cookie gets 1C's "Сеанс отсутствует или удален"
+        as text with HTTP `status` (400 by default; 200 and 500 occur too), once per session; after
+        that the cookie is unknown and the request starts a new session.
+        """
+        with self._lock:
+            self._sessions = dict.fromkeys(self._sessions, False)
+            self._expired_status = status
+
+    def session_check(self, session: str | None) -> int | None:
+        """The status of 1C's "session is gone" answer for this cookie, consumed; None to serve it."""
+        with self._lock:
+            if session is None or self._sessions.get(session, True):
+                return None
+            del self._sessions[session]
+            return self._expired_status
+
+    def open_session(self, session: str | None) -> str | None:
+        """A new session id when the request has no live one (the reply sets it as a cookie), else None."""
+        with self._lock:
+            if session is not None and self._sessions.get(session):
+                return None
+            if len(self._sessions) >= MAX_SESSIONS:
+                del self._sessions[next(iter(self._sessions))]
+            created = uuid.uuid4().hex
+            self._sessions[created] = True
+            return created
 
 
 # --- HTML pages of the web server -----------------------------------------------------------
@@ -334,6 +371,19 @@ def create_onec_emulator(state: EmulatorState | None = None) -> Starlette:
         denied = authorise(state, request)
         if denied is not None:
             return denied
+        # Session reuse (ReuseSessions=AutoUse): 1C keeps a session per `ibsession` cookie.
+        session = request.cookies.get(SESSION_COOKIE)
+        expired_status = state.session_check(session)
+        if expired_status is not None:
+            state.count("session expired")
+            return Response(NOT_JSON_BODY.encode("utf-8"), expired_status, media_type="text/plain; charset=utf-8")
+        response = await serve(request, rest)
+        created = state.open_session(session)
+        if created is not None:
+            response.set_cookie(SESSION_COOKIE, created, path=f"/{PUBLICATION}", httponly=True)
+        return response
+
+    async def serve(request: Request, rest: str) -> Response:
         service, _, endpoint = rest.partition(f"hs/{SERVICE_ROOT}/")
         if service or not endpoint:
             return html_error(404)

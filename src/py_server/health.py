@@ -1,0 +1,148 @@
+"""Health for orchestrators and ops, cheap and bounded whoever calls it and how often.
+
+    GET /health/live    200 while the process serves; never calls 1C
+    GET /health/ready   200 when 1C answers, 503 otherwise
+    GET /health         the readiness answer; with the token (or when none is set) also the detail
+
+A flood of health requests must neither reach 1C nor slow tool calls, so every caller shares one
+snapshot: concurrent callers wait for the same 1C probe (single flight), its answer is reused for
+`SNAPSHOT_REUSE` seconds, and the probe uses `OneCClient.probe`, which never waits behind tool
+calls for a concurrency slot and has its own short timeout.
+
+    health = Health(proxy)
+    status, body = await health.report(detail=False)   # 503, {"status": "unhealthy", "reason": "..."}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from . import __version__
+from .errors import OneCAuthError, OneCConnectionError, OneCError, OneCHTTPError, OneCTimeoutError
+from .local_tools import ExtraStatus
+from .mcp_server import MCPProxy
+
+__all__ = ["PROBE_TIMEOUT", "SNAPSHOT_REUSE", "Health", "SharedResult", "Snapshot", "public_reason"]
+
+SNAPSHOT_REUSE = 2.0  # seconds one probe answers for every health caller
+PROBE_TIMEOUT = 5.0  # seconds; a readiness probe must answer faster than an orchestrator gives up
+
+T = TypeVar("T")
+
+
+class SharedResult(Generic[T]):
+    """Runs `compute` for many concurrent callers at most once per `reuse` seconds.
+
+    A caller that is cancelled (its client hung up) does not cancel the computation the others wait for.
+    """
+
+    def __init__(
+        self, compute: Callable[[], Awaitable[T]], *, reuse: float, clock: Callable[[], float] = time.monotonic
+    ):
+        self._compute = compute
+        self._reuse = reuse
+        self._clock = clock
+        self._value: T | None = None
+        self._computed_at = -float("inf")
+        self._running: asyncio.Future[T] | None = None
+
+    async def get(self) -> T:
+        if self._value is not None and self._clock() - self._computed_at < self._reuse:
+            return self._value
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._refresh())
+        return await asyncio.shield(self._running)
+
+    async def _refresh(self) -> T:
+        try:
+            value = await self._compute()
+        finally:
+            self._running = None
+        self._value, self._computed_at = value, self._clock()
+        return value
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One probe of 1C plus what the detail shows of the local extras."""
+
+    round_trip_ms: float | None
+    error: OneCError | None
+    extras: list[ExtraStatus] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None
+
+
+def public_reason(snapshot: Snapshot) -> str:
+    """One line for anyone who may ask: what is wrong, without URLs, users or 1C's own text."""
+    error = snapshot.error
+    if error is None:
+        return f"1C answers ({snapshot.round_trip_ms:.0f} ms)"
+    if isinstance(error, OneCTimeoutError):
+        return "1C did not answer in time"
+    if isinstance(error, OneCConnectionError):
+        return "1C is unreachable"
+    if isinstance(error, OneCAuthError):
+        return "1C refused the proxy's login"
+    if isinstance(error, OneCHTTPError):
+        return f"1C's web server answered HTTP {error.status_code}"
+    return "1C's answer was not understood"
+
+
+class Health:
+    def __init__(self, proxy: MCPProxy, *, reuse: float = SNAPSHOT_REUSE, probe_timeout: float = PROBE_TIMEOUT) -> None:
+        self._proxy = proxy
+        self._probe_timeout = min(probe_timeout, proxy.settings.onec_timeout)
+        self._snapshots = SharedResult(self._snapshot, reuse=reuse)
+
+    async def _snapshot(self) -> Snapshot:
+        extras = asyncio.gather(*(extra.status() for extra in self._proxy.extras))
+        try:
+            rtt = await self._proxy.client.probe(self._probe_timeout)
+        except OneCError as exc:
+            return Snapshot(None, exc, list(await extras))
+        return Snapshot(round(rtt * 1000, 1), None, list(await extras))
+
+    async def ready(self) -> Snapshot:
+        return await self._snapshots.get()
+
+    async def report(self, *, detail: bool) -> tuple[int, dict[str, Any]]:
+        """HTTP status and body of `/health`; the detail only for callers allowed to see it."""
+        snapshot = await self._snapshots.get()
+        body: dict[str, Any] = {
+            "status": "healthy" if snapshot.ready else "unhealthy",
+            "reason": public_reason(snapshot),
+        }
+        if detail:
+            body.update(self._detail(snapshot))
+        return (200 if snapshot.ready else 503), body
+
+    def _detail(self, snapshot: Snapshot) -> dict[str, Any]:
+        proxy = self._proxy
+        onec: dict[str, Any] = {"url": proxy.client.base_url, "user": proxy.settings.onec_username or None}
+        if snapshot.error is None:
+            onec["round_trip_ms"] = snapshot.round_trip_ms
+        else:
+            onec["error"] = str(snapshot.error)
+        discovery = proxy.catalog.discovery
+        if discovery is not None:
+            onec["backend"] = {
+                "server_info": getattr(discovery, "server_info", None),
+                "protocol_version": getattr(discovery, "protocol_version", None),
+            }
+        onec["catalog"] = proxy.catalog.status()
+        return {
+            "server": {"name": proxy.settings.server_name, "version": __version__},
+            "uptime_s": round(time.monotonic() - proxy.started_at, 1),
+            "onec": onec,
+            "sessions": proxy.sessions.counts(),
+            "local_tools": proxy.registry.names,
+            "shadowed_tools": proxy.shadowed_tools,
+            "extras": {status.name: status.as_dict() for status in snapshot.extras},
+        }
