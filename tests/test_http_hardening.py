@@ -3,6 +3,7 @@ capped and reaped sessions, capped bodies, and connections that never send a req
 
 from __future__ import annotations
 
+import json
 import socket
 
 import anyio
@@ -230,3 +231,39 @@ def test_a_slow_but_complete_request_is_served(emulator: OneCEmulator) -> None:
         response = httpx.get(f"{server.url}/health/live")
         again = httpx.get(f"{server.url}/health/live")  # kept-alive connection, second head in time
     assert (response.status_code, again.status_code) == (200, 200)
+
+
+# --- what a client sends is answered, clipped, never crashes -------------------------------
+
+
+def _open_session(client: httpx.Client, url: str) -> dict[str, str]:
+    opened = client.post(f"{url}/mcp", json=INITIALIZE)
+    session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+    client.post(f"{url}/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+    return session
+
+
+def _sse_json(response: httpx.Response) -> dict:
+    data = next(line for line in response.text.splitlines() if line.startswith("data: "))
+    return json.loads(data.removeprefix("data: "))
+
+
+def test_nan_in_tool_arguments_gets_a_readable_invalid_params_error(emulator: OneCEmulator) -> None:
+    with http_proxy(proxy_settings(emulator)) as server, httpx.Client(headers=MCP_HEADERS) as client:
+        session = _open_session(client, server.url)
+        body = '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"query_sales","arguments":{"x":NaN}}}'
+        headers = {**session, "Content-Type": "application/json"}
+        reply = _sse_json(client.post(f"{server.url}/mcp", content=body, headers=headers))
+    assert reply["error"]["code"] == -32602
+    assert "NaN and Infinity are not JSON numbers" in reply["error"]["message"]
+    assert emulator.state.calls["tools/call"] == 0
+
+
+def test_a_huge_tool_name_is_clipped_in_the_error(emulator: OneCEmulator) -> None:
+    with http_proxy(proxy_settings(emulator)) as server, httpx.Client(headers=MCP_HEADERS, timeout=30) as client:
+        session = _open_session(client, server.url)
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "x" * 3_000_000}}
+        response = client.post(f"{server.url}/mcp", json=call, headers=session)
+    message = _sse_json(response)["error"]["message"]
+    assert message.startswith("Unknown tool: 'xxx")
+    assert len(message) < 400
