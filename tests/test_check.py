@@ -60,3 +60,21 @@ async def test_a_cause_that_fails_every_list_prints_its_hint_once(emulator: OneC
     assert out.count("[FAIL]") == 3
     assert out.count("hint:") == 1
     assert "hint: The web server or 1C failed" in out
+
+
+async def test_check_shows_what_the_policy_hides_and_warns_of_patterns_that_match_nothing(
+    emulator: OneCEmulator,
+) -> None:
+    code, out = await check(emulator, tools_deny=["post_*", "post_docment"], resources_deny=["file://*"])
+    assert code == 0, out
+    assert "[--]   policy hides 1 tools: post_document (MCP_TOOLS_DENY)\n" in out
+    hidden_files = sum(uri.startswith("file://") for uri in emulator.state.resources)
+    assert f"policy hides {hidden_files} resources: file://" in out
+    assert "[warn] policy: MCP_TOOLS_DENY pattern 'post_docment' matches no tool (a typo?)\n" in out
+
+
+async def test_check_says_when_no_policy_masking_or_audit_is_set(emulator: OneCEmulator) -> None:
+    _, out = await check(emulator)
+    assert "policy: every tool, resource and prompt is served" in out
+    assert "personal-data masking: off (MCP_MASK_PII)" in out
+    assert "audit log: off (MCP_AUDIT_LOG)" in out

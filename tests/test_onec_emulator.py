@@ -378,6 +378,8 @@ DEMO_CALLS: dict[str, dict[str, Any]] = {
     "sales_chart": {**PERIOD, "group_by": "Контрагенты"},
     "get_document_attachments": {"number": "ТД00-000003"},
     "post_document": {"number": "ТД00-000003"},
+    "get_counterparty": {"name": "ромашка"},
+    "list_staff": {"department": "Бухгалтерия"},
 }
 
 
@@ -420,9 +422,33 @@ def test_query_sales_structured_content_matches_its_schema(onec: OneCEmulator, h
     assert len(filtered["content"][0]["text"].splitlines()) == 1 + 3 + 1  # header, rows, footer
 
 
+def test_get_counterparty_finds_by_name_or_inn_with_every_detail(onec: OneCEmulator, http: httpx.Client) -> None:
+    by_name = call(http, onec, "get_counterparty", {"name": "вектор"})
+    details = by_name["structuredContent"]
+    assert details["Наименование"] == "АО «Вектор»"
+    assert call(http, onec, "get_counterparty", {"inn": details["ИНН"]})["structuredContent"] == details
+    expected = {"ИНН", "КПП", "ОГРН", "БИК", "РасчетныйСчет", "КоррСчет", "Телефон", "Email", "КонтактноеЛицо"}
+    assert expected <= set(details)
+    text = by_name["content"][0]["text"]
+    assert f"ИНН/КПП {details['ИНН']}/{details['КПП']}" in text and f"р/с {details['РасчетныйСчет']}" in text
+
+
+def test_list_staff_filters_by_department_in_text_and_structure(onec: OneCEmulator, http: httpx.Client) -> None:
+    everyone = call(http, onec, "list_staff", {})["structuredContent"]
+    sales = call(http, onec, "list_staff", {"department": "продаж"})
+    assert everyone["Всего"] == len(everyone["Сотрудники"]) > sales["structuredContent"]["Всего"] == 2
+    lines = sales["content"][0]["text"].splitlines()
+    assert len(lines) == 2 + 2 + 1  # header, rule, rows, total
+    assert all(row["Подразделение"] == "Отдел продаж" for row in sales["structuredContent"]["Сотрудники"])
+    assert {"СНИЛС", "ИНН", "Паспорт", "Телефон", "Email"} <= set(sales["structuredContent"]["Сотрудники"][0])
+
+
 @pytest.mark.parametrize(
     ("name", "arguments", "detail"),
     [
+        ("get_counterparty", {}, "Укажите наименование (name) или ИНН (inn) контрагента"),
+        ("get_counterparty", {"inn": "0000000000"}, "Контрагент '0000000000' не найден"),
+        ("get_counterparty", {"name": "ООО"}, "Найдено несколько контрагентов: ООО «Ромашка»; ООО «ТехноСнаб»"),
         ("describe_object", {}, "Не заполнен обязательный параметр 'name'"),
         ("query_sales", {"period_start": "2024-01-01"}, "Не заполнен обязательный параметр 'period_end'"),
         ("query_sales", {**PERIOD, "period_end": "вчера"}, "Неверный формат даты 'вчера'"),
@@ -455,6 +481,7 @@ def test_resources_are_valid_mcp_after_dropping_type(onec: OneCEmulator, http: h
         "metadata://Документы/РеализацияТоваровУслуг",
         "file:///Отчёты/Логотип.png",
         "file:///Документация/Руководство.md",
+        "file:///Контрагенты/Ромашка.md",
     ]
     for resource in listed:
         assert set(resource) == {"uri", "name", "description"}  # no mimeType, as in 1C

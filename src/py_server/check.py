@@ -5,7 +5,9 @@ exit_code = await run_check(settings, out=sys.stdout)   # 0 all well, 1 anything
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import Any, TextIO
+
+from mcp import types
 
 from .config import Settings, require_onec_url
 from .errors import (
@@ -20,6 +22,8 @@ from .errors import (
 )
 from .extras import create_extras
 from .onec_client import Discovery, OneCClient
+from .onec_mapping import to_items, to_prompt, to_resource, to_tool
+from .policy import Policy, Rules
 
 OK, FAIL, WARN, INFO = "[ok]  ", "[FAIL]", "[warn]", "[--]  "
 KINDS = ("tools", "resources", "prompts")
@@ -73,18 +77,21 @@ async def run_check(settings: Settings, *, out: TextIO) -> int:
     print(f"1C HTTP service: {url}  (user: {settings.onec_username or '-'})", file=out)
     report = _Report(out)
     async with OneCClient.from_settings(settings) as client:
-        await _check_onec(client, report)
-    await _check_extras(settings, report)
+        listed = await _check_onec(client, report)
+    local_tools = await _check_extras(settings, report)
+    _check_governance(settings, listed, local_tools, report)
     return 1 if report.failed else 0
 
 
-async def _check_onec(client: OneCClient, report: _Report) -> None:
+async def _check_onec(client: OneCClient, report: _Report) -> dict[str, list[dict[str, Any]]]:
+    """Discovery, round trip and the three lists; returns what 1C listed, by kind."""
+    listed: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     try:
         discovery = await client.discover()
         rtt = await client.ping()
     except OneCError as exc:
         report.failure(f"cannot talk to 1C: {exc}", exc)
-        return
+        return listed
     caps = "" if discovery.capabilities is None else f" capabilities: {discovery.capabilities}"
     report.line(OK, f"discovery via {discovery.source}{caps}; round trip {rtt * 1000:.0f} ms")
     _report_backend(discovery, report)
@@ -110,9 +117,11 @@ async def _check_onec(client: OneCClient, report: _Report) -> None:
             report.failure(f"{kind}/list: {exc}", exc)
         else:
             served.append(kind)
+            listed[kind] = items
             names = ", ".join(str(item.get("name", "?")) for item in items[:8])
             more = ", ..." if len(items) > 8 else ""
             report.line(OK, f"{kind}: {len(items)}" + (f" ({names}{more})" if items else ""))
+    return listed
 
 
 def _report_backend(discovery: Discovery, report: _Report) -> None:
@@ -125,8 +134,11 @@ def _report_backend(discovery: Discovery, report: _Report) -> None:
     report.line(OK, f"1C backend: {name}{protocol}")
 
 
-async def _check_extras(settings: Settings, report: _Report) -> None:
+async def _check_extras(settings: Settings, report: _Report) -> list[types.Tool]:
+    """The extras' status; returns the local tools they serve."""
+    local_tools: list[types.Tool] = []
     for extra in create_extras(settings):
+        local_tools.extend(tool.definition for tool in extra.tools)
         try:
             status = await extra.status()
         finally:
@@ -137,3 +149,28 @@ async def _check_extras(settings: Settings, report: _Report) -> None:
             report.failure(text)
         else:
             report.line(OK if status.state == "reachable" else INFO, text)
+    return local_tools
+
+
+def _check_governance(
+    settings: Settings, listed: dict[str, list[dict[str, Any]]], local_tools: list[types.Tool], report: _Report
+) -> None:
+    """What the policy hides of what 1C and the extras serve, patterns that match nothing, masking and audit."""
+    rules = Rules.from_settings(settings)
+    if rules.restricts:
+        onec_tools, _ = to_items(listed["tools"], to_tool, "tool")
+        local_names = {tool.name for tool in local_tools}
+        tools = [tool for tool in onec_tools if tool.name not in local_names] + local_tools
+        resources, _ = to_items(listed["resources"], to_resource, "resource")
+        prompts, _ = to_items(listed["prompts"], to_prompt, "prompt")
+        policy_report = Policy(rules).report(tools, resources, prompts)
+        for kind, hidden in policy_report["hidden"].items():
+            items = ", ".join(f"{name} ({setting})" for name, setting in hidden.items())
+            report.line(INFO, f"policy hides {len(hidden)} {kind}: {items}")
+        for warning in policy_report["warnings"]:
+            report.line(WARN, f"policy: {warning} (a typo?)")
+    else:
+        report.line(INFO, "policy: every tool, resource and prompt is served (no MCP_*_ALLOW/_DENY, not read-only)")
+    masked = ", ".join(settings.mask_pii) if settings.mask_pii else "off (MCP_MASK_PII)"
+    report.line(INFO, f"personal-data masking: {masked}")
+    report.line(INFO, f"audit log: {settings.audit_log or 'off (MCP_AUDIT_LOG)'}")

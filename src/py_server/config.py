@@ -39,6 +39,8 @@ from .errors import ConfigError
 DEFAULT_ENV_FILE = Path(".env")
 ENV_PREFIX = "MCP_"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+# Personal data the masker knows, in the order it is applied and reported.
+PII_KINDS = ("email", "phone", "card", "account", "inn", "snils", "passport")
 # The one setting whose empty value means something: `MCP_ONEC_RPC_PATH=` is the service root itself.
 _EMPTY_IS_A_VALUE = frozenset({"MCP_ONEC_RPC_PATH"})
 _SAVE_AS_UTF8 = "save it as UTF-8 (in PowerShell: Set-Content -Encoding utf8; in Notepad: Save as, Encoding UTF-8)"
@@ -121,6 +123,25 @@ class Settings(BaseSettings):
     log_level: LogLevel = "INFO"
     server_name: str = "onec-mcp-proxy"
     demo: bool = False
+
+    # --- governance: policy, audit, personal-data masking ---------------------------------
+    # Comma-separated glob patterns; deny wins; an empty allow list allows everything.
+    tools_allow: Annotated[list[str], NoDecode] = []
+    tools_deny: Annotated[list[str], NoDecode] = []
+    resources_allow: Annotated[list[str], NoDecode] = []
+    resources_deny: Annotated[list[str], NoDecode] = []
+    prompts_allow: Annotated[list[str], NoDecode] = []
+    prompts_deny: Annotated[list[str], NoDecode] = []
+    # Only tools with annotations.readOnlyHint true, or named in MCP_READ_ONLY_TOOLS, are served.
+    read_only: bool = False
+    read_only_tools: Annotated[list[str], NoDecode] = []
+    # One JSON line per tools/call, resources/read and prompts/get: a file path, or "-" for stderr.
+    audit_log: str | None = None
+    audit_arguments: bool = False
+    audit_max_mb: float = Field(10.0, gt=0)
+    audit_backups: int = Field(5, ge=0)
+    # phone, email, inn, snils, passport, card, account, or all.
+    mask_pii: Annotated[list[str], NoDecode] = []
 
     # --- local extras: vehicle repairs API ------------------------------------------------
     # The second name of each pair is the original repair-history server's; it is read from .env only.
@@ -208,6 +229,33 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator(
+        "tools_allow", "tools_deny", "resources_allow", "resources_deny", "prompts_allow", "prompts_deny",
+        "read_only_tools", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _pattern_list(cls, value: Any) -> Any:
+        # Patterns are kept as written (a URI pattern may end in "/").
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("mask_pii", mode="before")
+    @classmethod
+    def _pii_kinds(cls, value: Any) -> Any:
+        items = [item.strip().lower() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            return items
+        unknown = sorted(set(items) - {*PII_KINDS, "all"})
+        if unknown:
+            raise ValueError(f"unknown kind {', '.join(unknown)}; use any of {', '.join(PII_KINDS)} or all")
+        return list(PII_KINDS) if "all" in items else [kind for kind in PII_KINDS if kind in items]
+
+    @field_validator("audit_log", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -145,4 +145,7 @@ class Health:
             "local_tools": proxy.registry.names,
             "shadowed_tools": proxy.shadowed_tools,
             "extras": {status.name: status.as_dict() for status in snapshot.extras},
+            "policy": proxy.policy_report(),
+            "masking": proxy.settings.mask_pii,
+            "audit_log": proxy.settings.audit_log is not None,
         }

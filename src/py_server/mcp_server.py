@@ -4,6 +4,10 @@ It serves the cached 1C catalog plus the local tool registry, forwards calls to 
 failures into what MCP clients expect: a failing tool is an `isError` result, an unknown tool is a
 JSON-RPC error naming it, a 1C outage during a call is an `isError` result that says so.
 
+Every request walks one path: who asks (`callers`), the audit record (`audit`), the caller's
+policy (`policy`), the call, then personal-data masking (`masking`) of what goes back. The
+handlers only put these together; each concern lives in its own module.
+
     proxy = MCPProxy(settings, client, extras)
     async with proxy.running():
         await proxy.server.run(read_stream, write_stream, proxy.initialization_options())
@@ -23,13 +27,17 @@ from mcp.server.models import InitializationOptions
 from mcp.shared.exceptions import MCPError
 
 from . import __version__
+from .audit import AuditLog, AuditRecord
+from .callers import Caller, caller_of
 from .catalog import Catalog, Kind
 from .config import Settings
 from .errors import InvalidRequestError, OneCError, OneCProtocolError, OneCRpcError
 from .local_tools import Extra, ToolRegistry, error_result
+from .masking import Masker
 from .notifier import ListChangeNotifier
 from .onec_client import OneCClient
 from .onec_mapping import to_call_result, to_prompt_result, to_read_result
+from .policy import Denial, Policy, PolicyResolver, Rules, SamePolicyForAll
 from .redaction import clip
 from .sessions import SessionGate
 
@@ -76,11 +84,21 @@ class _ProxyServer(Server[Any]):
 class MCPProxy:
     """The 1C catalog and the local tools behind one MCP server."""
 
-    def __init__(self, settings: Settings, client: OneCClient, extras: Sequence[Extra] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: OneCClient,
+        extras: Sequence[Extra] = (),
+        *,
+        policies: PolicyResolver | None = None,
+    ) -> None:
         self.settings = settings
         self.client = client
         self.extras = list(extras)
         self.registry = ToolRegistry([tool for extra in self.extras for tool in extra.tools])
+        self.policies = policies or SamePolicyForAll(Policy(Rules.from_settings(settings)))
+        self.masker = Masker.from_settings(settings)
+        self.audit = AuditLog.from_settings(settings)
         self.notifier = ListChangeNotifier()
         # 1C polling pauses while no client could hear list_changed and nobody asks for a TTL. Right
         # for stdio too: its one client is counted (handshake session or listen stream) or, if it
@@ -96,6 +114,7 @@ class MCPProxy:
         self.sessions = SessionGate(settings.max_sessions)
         self.sessions.add_counter("listen", lambda: self.notifier.listen_count)
         self._shadowed: set[str] = set()
+        self._policy_warnings: set[str] = set()
         self.server = self._build_server()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -108,6 +127,7 @@ class MCPProxy:
                 yield self
         finally:
             self.notifier.close()
+            self.audit.close()
             for extra in self.extras:
                 await extra.aclose()
             await self.client.aclose()
@@ -151,28 +171,50 @@ class MCPProxy:
         onec_tools = await self.catalog.items("tools")
         self._note_shadowed({tool.name for tool in onec_tools})
         tools = [tool for tool in onec_tools if tool.name not in self.registry]
-        return types.ListToolsResult(tools=[*tools, *self.registry.definitions()])
+        policy = self.policies.policy_for(caller_of(ctx))
+        return types.ListToolsResult(tools=policy.visible_tools([*tools, *self.registry.definitions()]))
 
     async def _list_resources(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
     ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=await self.catalog.items("resources"))
+        policy = self.policies.policy_for(caller_of(ctx))
+        return types.ListResourcesResult(resources=policy.visible_resources(await self.catalog.items("resources")))
 
     async def _list_prompts(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
     ) -> types.ListPromptsResult:
-        return types.ListPromptsResult(prompts=await self.catalog.items("prompts"))
+        policy = self.policies.policy_for(caller_of(ctx))
+        return types.ListPromptsResult(prompts=policy.visible_prompts(await self.catalog.items("prompts")))
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         name, arguments = params.name, params.arguments or {}
+        caller = caller_of(ctx)
+        with self._record(caller, "tools/call", name, arguments) as record:
+            definition, exists = await self._tool_definition(name)
+            _enforce(record, "tools", name, self.policies.policy_for(caller).check_tool(name, definition))
+            if not exists:
+                raise MCPError(
+                    types.INVALID_PARAMS,
+                    f"Unknown tool: '{clip(name)}' (neither 1C nor the proxy has a tool by that name)",
+                )
+            result = self.masker.mask_call_result(await self._run_tool(name, arguments))
+            record.result(result)
+            return result
+
+    async def _tool_definition(self, name: str) -> tuple[types.Tool | None, bool]:
+        """(definition, exists): a local tool first; a 1C tool may exist before its definition is known."""
+        local = self.registry.get(name)
+        if local is not None:
+            return local.definition, True
+        exists = await self.catalog.has_tool(name)
+        definition = next((tool for tool in self.catalog.section("tools").items if tool.name == name), None)
+        return definition, exists
+
+    async def _run_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         if name in self.registry:
             return await self.registry.call(name, arguments)
-        if not await self.catalog.has_tool(name):
-            raise MCPError(
-                types.INVALID_PARAMS, f"Unknown tool: '{clip(name)}' (neither 1C nor the proxy has a tool by that name)"
-            )
         try:
             return to_call_result(await self.client.call_tool(name, arguments))
         except InvalidRequestError as exc:  # the client's arguments, not 1C: a protocol-level answer
@@ -187,23 +229,53 @@ class MCPProxy:
     async def _read_resource(
         self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
-        try:
-            return to_read_result(await self.client.read_resource(params.uri))
-        except OneCError as exc:
-            raise _protocol_error(f"Cannot read the 1C resource '{clip(params.uri)}'", exc) from exc
+        caller = caller_of(ctx)
+        with self._record(caller, "resources/read", params.uri) as record:
+            _enforce(record, "resources", params.uri, self.policies.policy_for(caller).check("resources", params.uri))
+            try:
+                result = to_read_result(await self.client.read_resource(params.uri))
+            except OneCError as exc:
+                raise _protocol_error(f"Cannot read the 1C resource '{clip(params.uri)}'", exc) from exc
+            result = self.masker.mask_read_result(result)
+            record.result(result)
+            return result
 
     async def _get_prompt(
         self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
-        try:
-            return to_prompt_result(await self.client.get_prompt(params.name, params.arguments))
-        except (OneCError, InvalidRequestError) as exc:
-            raise _protocol_error(f"Cannot get the 1C prompt '{clip(params.name)}'", exc) from exc
+        caller = caller_of(ctx)
+        with self._record(caller, "prompts/get", params.name, params.arguments) as record:
+            _enforce(record, "prompts", params.name, self.policies.policy_for(caller).check("prompts", params.name))
+            try:
+                result = to_prompt_result(await self.client.get_prompt(params.name, params.arguments))
+            except (OneCError, InvalidRequestError) as exc:
+                raise _protocol_error(f"Cannot get the 1C prompt '{clip(params.name)}'", exc) from exc
+            result = self.masker.mask_prompt_result(result)
+            record.result(result)
+            return result
+
+    def _record(self, caller: Caller, method: str, target: str, arguments: dict[str, Any] | None = None) -> AuditRecord:
+        """The audit record of one request; arguments are masked like results before they are written."""
+        if arguments is not None and self.audit.include_arguments:
+            arguments, _ = self.masker.mask_arguments(arguments)
+        else:
+            arguments = None
+        return self.audit.record(caller, method, target, arguments)
+
+    def policy_report(self) -> dict[str, Any]:
+        """What the settings' policy hides of the current catalog, and patterns that match nothing."""
+        tools = [*self.catalog.section("tools").items, *self.registry.definitions()]
+        sections = self.catalog.section("resources").items, self.catalog.section("prompts").items
+        return self.policies.default.report(tools, *sections)
 
     # --- catalog changes and health -----------------------------------------------------
 
     async def _catalog_changed(self, kinds: set[Kind]) -> None:
         logger.info("1C catalog changed (%s); notifying clients", ", ".join(sorted(kinds)))
+        warnings = set(self.policy_report()["warnings"])
+        for warning in sorted(warnings - self._policy_warnings):
+            logger.warning("policy: %s (a typo?)", warning)
+        self._policy_warnings = warnings
         await self.notifier.notify(kinds)
 
     def _note_shadowed(self, onec_names: set[str]) -> None:
@@ -216,6 +288,15 @@ class MCPProxy:
     def shadowed_tools(self) -> list[str]:
         """1C tools hidden by a local tool of the same name (for `/health`)."""
         return sorted({tool.name for tool in self.catalog.section("tools").items} & set(self.registry.names))
+
+
+def _enforce(record: AuditRecord, kind: Kind, name: str, denial: Denial | None) -> None:
+    """Refuse a hidden item with the setting that hides it (never "unknown"), and audit the refusal."""
+    if denial is None:
+        return
+    message = denial.message(kind, name)
+    record.deny(message)
+    raise MCPError(types.INVALID_PARAMS, message, {"policy": denial.setting})
 
 
 def _protocol_error(what: str, exc: OneCError | InvalidRequestError) -> MCPError:

@@ -93,14 +93,134 @@ PRODUCTS: dict[str, tuple[str, str, float]] = {
     "Вода питьевая 19 л": ("00-00000007", "бут", 380.0),
     'Монитор 24" Philips 243V7': ("00-00000008", "шт", 11900.0),
 }
-COUNTERPARTIES: dict[str, str] = {  # name -> ИНН
-    "ООО «Ромашка»": "7701234567",
-    "ИП Сидоров Алексей Викторович": "500100732259",
-    "АО «Вектор»": "7812014560",
-    "ООО «ТехноСнаб»": "5403098765",
-    "ООО «Северный ветер»": "2901123456",
-    "ЗАО «Гранит»": "6658123409",
-}
+
+
+@dataclass(frozen=True)
+class Bank:
+    name: str
+    bic: str
+    corr_account: str  # к/с, keyed with the BIC like the real ones
+
+
+@dataclass(frozen=True)
+class Counterparty:
+    """A counterparty's details as 1C keeps them. Invented, with valid check digits (ИНН, ОГРН, account key)."""
+
+    name: str
+    inn: str
+    kpp: str  # "" for a sole trader (ИП), who has none
+    ogrn: str  # ОГРНИП (15 digits) for a sole trader
+    address: str
+    bank: Bank
+    account: str  # р/с
+    phone: str
+    email: str
+    contact: str  # the contact person: ФИО, position
+    contact_phone: str
+    contact_email: str
+
+    def details(self) -> dict[str, Any]:
+        """The card as structuredContent: 1C's attribute names as keys."""
+        return {
+            "Наименование": self.name, "ИНН": self.inn, "КПП": self.kpp, "ОГРН": self.ogrn,
+            "ЮридическийАдрес": self.address, "Телефон": self.phone, "Email": self.email,
+            "Банк": self.bank.name, "БИК": self.bank.bic, "РасчетныйСчет": self.account,
+            "КоррСчет": self.bank.corr_account,
+            "КонтактноеЛицо": {"Представление": self.contact, "Телефон": self.contact_phone,
+                               "Email": self.contact_email},
+        }  # fmt: skip
+
+    def card(self) -> str:
+        """The card as 1C prints it (Markdown)."""
+        tax = f"ИНН/КПП {self.inn}/{self.kpp}" if self.kpp else f"ИНН {self.inn}"
+        return "\n".join([
+            f"# {self.name}", "",
+            f"- **{tax}**, ОГРН{'ИП' if not self.kpp else ''} {self.ogrn}",
+            f"- Юридический адрес: {self.address}",
+            f"- Телефон: {self.phone}, e-mail: {self.email}",
+            f"- Банк: {self.bank.name}, БИК {self.bank.bic}",
+            f"- р/с {self.account}, к/с {self.bank.corr_account}",
+            f"- Контактное лицо: {self.contact}, тел. {self.contact_phone}, {self.contact_email}",
+        ])  # fmt: skip
+
+
+_BANK_MOSCOW = Bank("ПАО «Банк Пример», г. Москва", "044525974", "30101810900000000974")
+_BANK_SPB = Bank("АО «Балтийский Пример Банк», г. Санкт-Петербург", "044030786", "30101810600000000786")
+_BANK_NSK = Bank("ПАО «Сибирский Пример Банк», г. Новосибирск", "045004763", "30101810200000000763")
+_BANK_URAL = Bank("АО «Уральский Пример Банк», г. Екатеринбург", "046577974", "30101810200000000974")
+# Invented people and organisations; any likeness to a real one is chance.
+COUNTERPARTY_DETAILS: tuple[Counterparty, ...] = (
+    Counterparty("ООО «Ромашка»", "7762096653", "776201001", "1027766392334",
+                 "125009, г. Москва, ул. Тверская, д. 7, оф. 12", _BANK_MOSCOW, "40702810927365791706",
+                 "+7 (495) 788-12-34", "info@romashka.example.ru",
+                 "Иванова Светлана Петровна, менеджер по закупкам", "+7 (916) 482-17-35",
+                 "s.ivanova@romashka.example.ru"),
+    Counterparty("ИП Сидоров Алексей Викторович", "503704505286", "", "304504806358178",
+                 "141070, Московская обл., г. Королёв, ул. Ленина, д. 3, кв. 41", _BANK_MOSCOW,
+                 "40802810117429247411", "8 (903) 774-20-19", "sidorov.av@mail.example.ru",
+                 "Сидоров Алексей Викторович, индивидуальный предприниматель", "+79852604471",
+                 "sidorov.av@mail.example.ru"),
+    Counterparty("АО «Вектор»", "7866773733", "786601001", "1167821468814",
+                 "196084, г. Санкт-Петербург, Московский пр-т, д. 97, лит. А", _BANK_SPB, "40702810286140831600",
+                 "+7 (812) 336-45-90", "office@vector.example.ru",
+                 "Орлова Наталья Викторовна, главный бухгалтер", "+7 921 305-66-14",
+                 "n.orlova@vector.example.ru"),
+    Counterparty("ООО «ТехноСнаб»", "5486993464", "548601001", "1165497369938",
+                 "630099, г. Новосибирск, ул. Советская, д. 18, оф. 305", _BANK_NSK, "40702810163237245511",
+                 "+7 (383) 209-14-77", "info@tehnosnab.example.ru",
+                 "Кузнецов Павел Андреевич, коммерческий директор", "8-913-204-77-15",
+                 "p.kuznetsov@tehnosnab.example.ru"),
+    Counterparty("ООО «Северный ветер»", "2920020876", "292001001", "1022956327294",
+                 "163000, г. Архангельск, наб. Северной Двины, д. 30", _BANK_SPB, "40702810783020291067",
+                 "8 (8182) 20-45-67", "zakaz@sev-veter.example.ru",
+                 "Белов Сергей Николаевич, начальник отдела снабжения", "+7 (911) 550-31-08",
+                 "s.belov@sev-veter.example.ru"),
+    Counterparty("ЗАО «Гранит»", "6621219519", "662101001", "1026651817565",
+                 "620014, г. Екатеринбург, ул. Малышева, д. 51, оф. 1204", _BANK_URAL, "40702810097627113486",
+                 "+7 (343) 371-92-40", "granit@granit.example.ru",
+                 "Волков Игорь Семёнович, генеральный директор", "+7 (922) 118-55-33",
+                 "i.volkov@granit.example.ru"),
+)  # fmt: skip
+COUNTERPARTIES: dict[str, str] = {counterparty.name: counterparty.inn for counterparty in COUNTERPARTY_DETAILS}
+
+
+@dataclass(frozen=True)
+class Employee:
+    """A person on the staff list. Invented, with valid check digits (СНИЛС, ИНН)."""
+
+    number: str  # табельный номер
+    name: str
+    position: str
+    department: str
+    born: str  # ISO date
+    snils: str
+    inn: str
+    passport: str  # серия и номер
+    phone: str
+    email: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ТабельныйНомер": self.number, "ФИО": self.name, "Должность": self.position,
+            "Подразделение": self.department, "ДатаРождения": self.born, "СНИЛС": self.snils, "ИНН": self.inn,
+            "Паспорт": self.passport, "Телефон": self.phone, "Email": self.email,
+        }  # fmt: skip
+
+
+STAFF: tuple[Employee, ...] = (
+    Employee("0000000001", "Соколов Андрей Михайлович", "Генеральный директор", "Администрация", "1975-04-18",
+             "046-962-420 81", "776284809735", "45 03 417293", "+7 (916) 201-33-45", "a.sokolov@demo-trade.example.ru"),
+    Employee("0000000002", "Петрова Мария Сергеевна", "Главный бухгалтер", "Бухгалтерия", "1985-11-03",
+             "705-786-222 14", "771027344491", "45 10 582016", "+7 (903) 774-20-19", "m.petrova@demo-trade.example.ru"),
+    Employee("0000000003", "Никитина Ольга Андреевна", "Бухгалтер", "Бухгалтерия", "1993-02-27",
+             "563-357-148 02", "506480346113", "46 13 730145", "8 (926) 118-40-52", "o.nikitina@demo-trade.example.ru"),
+    Employee("0000000004", "Фёдоров Кирилл Игоревич", "Менеджер по продажам", "Отдел продаж", "1990-07-09",
+             "334-402-717 40", "777050443572", "45 11 264908", "+7 (985) 260-44-71", "k.fedorov@demo-trade.example.ru"),
+    Employee("0000000005", "Лебедева Анна Викторовна", "Менеджер по продажам", "Отдел продаж", "1996-12-15",
+             "625-112-133 35", "500575752200", "46 17 905371", "8-912-640-33-87", "a.lebedeva@demo-trade.example.ru"),
+    Employee("0000000006", "Смирнов Дмитрий Олегович", "Кладовщик", "Склад", "1998-06-05",
+             "290-599-706 26", "779470049170", "45 19 602318", "+7 (915) 730-04-12", "d.smirnov@demo-trade.example.ru"),
+)  # fmt: skip
 WAREHOUSES = ("Основной склад", "Склад «Южный»", "Розничный магазин")
 
 _P = list(PRODUCTS)
@@ -354,7 +474,8 @@ def printed_form(number: str) -> str:
     rows = [f"  {product}: {qty:g} × {money(PRODUCTS[product][2])}" for product, qty in lines]
     total = sum(qty * PRODUCTS[product][2] for product, qty in lines)
     header = f"Реализация товаров и услуг {number} от {date.fromisoformat(day):%d.%m.%Y}"
-    return "\n".join([header, f"Покупатель: {counterparty}", f"Склад: {warehouse}", "Товары:", *rows,
+    buyer = f"Покупатель: {counterparty}, ИНН {COUNTERPARTIES[counterparty]}"
+    return "\n".join([header, buyer, f"Склад: {warehouse}", "Товары:", *rows,
                       f"Итого: {money(total)} руб."])  # fmt: skip
 
 
@@ -378,6 +499,46 @@ def get_document_attachments(arguments: dict[str, Any]) -> dict[str, Any]:
 def post_document(arguments: dict[str, Any]) -> dict[str, Any]:
     find_document(arguments["number"])
     raise ToolError("Документ заблокирован другим пользователем")
+
+
+def find_counterparty(arguments: Mapping[str, Any]) -> Counterparty:
+    inn = str(arguments.get("inn") or "").strip()
+    name = str(arguments.get("name") or "").strip().casefold()
+    if not inn and not name:
+        raise ToolError("Укажите наименование (name) или ИНН (inn) контрагента")
+    found = [
+        counterparty for counterparty in COUNTERPARTY_DETAILS
+        if (not inn or counterparty.inn == inn) and name in counterparty.name.casefold()
+    ]  # fmt: skip
+    if not found:
+        raise ToolError(f"Контрагент '{inn or arguments.get('name')}' не найден")
+    if len(found) > 1:
+        raise ToolError("Найдено несколько контрагентов: " + "; ".join(c.name for c in found) + ". Уточните отбор")
+    return found[0]
+
+
+def get_counterparty(arguments: dict[str, Any]) -> dict[str, Any]:
+    counterparty = find_counterparty(arguments)
+    return text_result(counterparty.card(), structuredContent=counterparty.details())
+
+
+STAFF_HEADER = "| Таб. № | ФИО | Должность | Подразделение | Дата рождения | СНИЛС | ИНН | Паспорт | Телефон | E-mail |"
+
+
+def staff_line(employee: Employee) -> str:
+    born = date.fromisoformat(employee.born)
+    cells = (employee.number, employee.name, employee.position, employee.department, f"{born:%d.%m.%Y}",
+             employee.snils, employee.inn, employee.passport, employee.phone, employee.email)  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def list_staff(arguments: dict[str, Any]) -> dict[str, Any]:
+    department = str(arguments.get("department") or "").casefold()
+    staff = [employee for employee in STAFF if department in employee.department.casefold()]
+    rule = "|" + "---|" * STAFF_HEADER.count(" | ") + "---|"
+    text = "\n".join([STAFF_HEADER, rule, *map(staff_line, staff), f"Всего сотрудников: {len(staff)}"])
+    structured = {"Сотрудники": [employee.as_json() for employee in staff], "Всего": len(staff)}
+    return text_result(text, structuredContent=structured)
 
 
 QUERY_SALES_LIMIT = 20
@@ -447,6 +608,21 @@ _TOOLS: tuple[DemoTool, ...] = (
         "description": "Проводит документ реализации товаров и услуг",
         "inputSchema": schema(_NUMBER, ("number",)),
     }, post_document),
+    DemoTool({
+        "name": "get_counterparty",
+        "description": "Возвращает карточку контрагента: ИНН, КПП, ОГРН, адрес, банковские реквизиты, "
+                       "телефон, e-mail и контактное лицо",
+        "inputSchema": schema({
+            "name": string("Наименование контрагента или его часть"),
+            "inn": string("ИНН контрагента (10 или 12 цифр)"),
+        }),
+    }, get_counterparty),
+    DemoTool({
+        "name": "list_staff",
+        "description": "Возвращает список сотрудников с табельными номерами, СНИЛС, ИНН, паспортными данными "
+                       "и контактами, с отбором по подразделению",
+        "inputSchema": schema({"department": string("Отбор по подразделению (часть наименования)")}),
+    }, list_staff),
 )  # fmt: skip
 
 
@@ -473,6 +649,8 @@ GUIDE_MD = """# Демо-база «Управление торговлей»
 | `query_sales` | продажи за период с отборами |
 | `sales_chart` | диаграмма продаж |
 | `describe_object` | структура объекта метаданных |
+| `get_counterparty` | карточка контрагента (персональные данные для проверки маскирования) |
+| `list_staff` | список сотрудников (СНИЛС, паспорт, телефон) |
 """
 
 
@@ -497,6 +675,9 @@ def demo_resources() -> dict[str, DemoResource]:
         # 1C has no Markdown type: the reference extension serves it as text/plain.
         DemoResource("file:///Документация/Руководство.md", "Руководство.md",
                      "Руководство пользователя демо-базы (Markdown)", "text/plain", text=GUIDE_MD),
+        DemoResource("file:///Контрагенты/Ромашка.md", "Ромашка.md",
+                     "Карточка контрагента ООО «Ромашка»: реквизиты, банк, контактное лицо (Markdown)",
+                     "text/plain", text=COUNTERPARTY_DETAILS[0].card()),
     )  # fmt: skip
     return {resource.uri: resource for resource in resources}
 

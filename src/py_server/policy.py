@@ -1,0 +1,196 @@
+"""What the assistant may see and use: allow and deny lists over tools, resources and prompts, and
+a read-only mode that cannot be bypassed.
+
+Rules are glob patterns (`fnmatch`, case-sensitive) over tool names (local tools included),
+resource URIs and prompt names. For each item, in this order: a matching deny pattern hides it
+(deny wins); a non-empty allow list that does not match hides it; with `MCP_READ_ONLY` a tool is
+served only if it declares `annotations.readOnlyHint: true` or matches `MCP_READ_ONLY_TOOLS`.
+A tool whose annotations are not known (1C's catalog not loaded yet) is hidden in read-only mode:
+the mode fails closed. A hidden item is not listed, and asking for it is refused with the setting
+that hides it, so an admin can tell policy from a typo.
+
+`PolicyResolver` picks a caller's policy; today every caller gets the one from the settings, and
+per-user rules plug in there.
+
+    policy = Policy(Rules.from_settings(settings))
+    denial = policy.check_tool("post_document", tool)   # Denial("MCP_READ_ONLY", ...) or None
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from mcp import types
+
+from .callers import Caller
+from .config import Settings
+from .redaction import clip
+
+__all__ = ["Denial", "Policy", "PolicyResolver", "Rule", "Rules", "SamePolicyForAll"]
+
+Kind = Literal["tools", "resources", "prompts"]
+_NOUN: dict[Kind, str] = {"tools": "tool", "resources": "resource", "prompts": "prompt"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One list setting: its name (for messages) and its patterns."""
+
+    setting: str
+    patterns: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def matching(self, name: str) -> str | None:
+        """The first pattern that matches `name`, or None."""
+        return next((pattern for pattern in self.patterns if fnmatch.fnmatchcase(name, pattern)), None)
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why an item is hidden: the setting, and the pattern when one matched."""
+
+    setting: str
+    pattern: str | None = None
+    detail: str = ""
+
+    def message(self, kind: Kind, name: str) -> str:
+        why = f" (pattern '{self.pattern}')" if self.pattern else ""
+        detail = f": {self.detail}" if self.detail else ""
+        return f"The {_NOUN[kind]} '{clip(name)}' is hidden by the proxy's policy, {self.setting}{why}{detail}"
+
+
+@dataclass(frozen=True)
+class Rules:
+    tools_allow: Rule = field(default_factory=lambda: Rule("MCP_TOOLS_ALLOW"))
+    tools_deny: Rule = field(default_factory=lambda: Rule("MCP_TOOLS_DENY"))
+    resources_allow: Rule = field(default_factory=lambda: Rule("MCP_RESOURCES_ALLOW"))
+    resources_deny: Rule = field(default_factory=lambda: Rule("MCP_RESOURCES_DENY"))
+    prompts_allow: Rule = field(default_factory=lambda: Rule("MCP_PROMPTS_ALLOW"))
+    prompts_deny: Rule = field(default_factory=lambda: Rule("MCP_PROMPTS_DENY"))
+    read_only: bool = False
+    read_only_tools: Rule = field(default_factory=lambda: Rule("MCP_READ_ONLY_TOOLS"))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Rules:
+        def rule(name: str) -> Rule:
+            return Rule(f"MCP_{name.upper()}", tuple(getattr(settings, name)))
+
+        return cls(
+            tools_allow=rule("tools_allow"),
+            tools_deny=rule("tools_deny"),
+            resources_allow=rule("resources_allow"),
+            resources_deny=rule("resources_deny"),
+            prompts_allow=rule("prompts_allow"),
+            prompts_deny=rule("prompts_deny"),
+            read_only=settings.read_only,
+            read_only_tools=rule("read_only_tools"),
+        )
+
+    def lists(self, kind: Kind) -> tuple[Rule, Rule]:
+        """(allow, deny) for `kind`."""
+        return getattr(self, f"{kind}_allow"), getattr(self, f"{kind}_deny")
+
+    @property
+    def restricts(self) -> bool:
+        """False when nothing is hidden, so handlers can skip the work."""
+        return self.read_only or any(rule for kind in _NOUN for rule in self.lists(kind))
+
+
+class Policy:
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+
+    # --- one item -----------------------------------------------------------------------
+
+    def check(self, kind: Kind, name: str) -> Denial | None:
+        """The allow and deny lists for one resource URI, prompt name or tool name."""
+        allow, deny = self.rules.lists(kind)
+        if (pattern := deny.matching(name)) is not None:
+            return Denial(deny.setting, pattern)
+        if allow and allow.matching(name) is None:
+            return Denial(allow.setting, detail="not in the allow list")
+        return None
+
+    def check_tool(self, name: str, tool: types.Tool | None) -> Denial | None:
+        """The lists, then read-only. `tool` is None when its definition is not known."""
+        denial = self.check("tools", name)
+        if denial is not None or not self.rules.read_only:
+            return denial
+        if self.rules.read_only_tools.matching(name) is not None:
+            return None
+        if tool is None:
+            return Denial("MCP_READ_ONLY", detail="the tool's annotations are not known yet, so it is not served")
+        annotations = tool.annotations
+        if annotations is not None and annotations.read_only_hint is True:
+            return None
+        return Denial(
+            "MCP_READ_ONLY",
+            detail="it does not declare annotations.readOnlyHint; name it in MCP_READ_ONLY_TOOLS if it only reads",
+        )
+
+    # --- lists --------------------------------------------------------------------------
+
+    def visible_tools(self, tools: Iterable[types.Tool]) -> list[types.Tool]:
+        return [tool for tool in tools if self.check_tool(tool.name, tool) is None]
+
+    def visible_resources(self, resources: Iterable[types.Resource]) -> list[types.Resource]:
+        return [resource for resource in resources if self.check("resources", resource.uri) is None]
+
+    def visible_prompts(self, prompts: Iterable[types.Prompt]) -> list[types.Prompt]:
+        return [prompt for prompt in prompts if self.check("prompts", prompt.name) is None]
+
+    # --- what it does, for check and /health --------------------------------------------
+
+    def report(
+        self, tools: Sequence[types.Tool], resources: Sequence[types.Resource], prompts: Sequence[types.Prompt]
+    ) -> dict[str, Any]:
+        """What the policy hides (item -> setting) and which patterns match nothing (warnings)."""
+        hidden: dict[str, dict[str, str]] = {
+            "tools": {t.name: d.setting for t in tools if (d := self.check_tool(t.name, t)) is not None},
+            "resources": {r.uri: d.setting for r in resources if (d := self.check("resources", r.uri)) is not None},
+            "prompts": {p.name: d.setting for p in prompts if (d := self.check("prompts", p.name)) is not None},
+        }
+        names: dict[Kind, list[str]] = {
+            "tools": [tool.name for tool in tools],
+            "resources": [resource.uri for resource in resources],
+            "prompts": [prompt.name for prompt in prompts],
+        }
+        rules = [(kind, rule) for kind in names for rule in self.rules.lists(kind)]
+        rules.append(("tools", self.rules.read_only_tools))
+        warnings = [
+            f"{rule.setting} pattern '{pattern}' matches no {_NOUN[kind]}"
+            for kind, rule in rules
+            for pattern in rule.patterns
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names[kind])
+        ]
+        return {"hidden": {kind: items for kind, items in hidden.items() if items}, "warnings": warnings}
+
+
+class PolicyResolver(Protocol):
+    """Picks the policy for a caller: where per-user (or per-base) rules plug in."""
+
+    @property
+    def default(self) -> Policy:
+        """The policy of a caller with no rules of their own (what `check` and `/health` report)."""
+        ...
+
+    def policy_for(self, caller: Caller) -> Policy: ...
+
+
+class SamePolicyForAll:
+    """Every caller gets the policy from the settings."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+
+    @property
+    def default(self) -> Policy:
+        return self._policy
+
+    def policy_for(self, caller: Caller) -> Policy:
+        return self._policy
