@@ -6,7 +6,9 @@ is reported where it came from, instead of failing a whole response deep inside 
 
 * the `type` key inside `resources/read` contents (1C's own discriminator) is dropped;
 * a prompt message with role `system` (MCP allows only `user`/`assistant`) is sent as `user`;
-* an `inputSchema` without `"type": "object"` gets it (MCP requires it), as does a missing one.
+* an `inputSchema` without `"type": "object"` gets it (MCP requires it), as does a missing one;
+* `_meta` keys in the proxy's own namespace (`onec-mcp-proxy/...`) are dropped from results: only
+  the proxy may say what it masked, or the audit log could be told a lie.
 
     tool = to_tool({"name": "get_metadata", "inputSchema": {"type": "object", "properties": {}}})
 """
@@ -66,8 +68,19 @@ def to_prompt(raw: dict[str, Any]) -> types.Prompt:
     return _validate(types.Prompt, raw, "prompt")
 
 
+PROXY_META_PREFIX = "onec-mcp-proxy/"
+
+
+def _without_proxy_meta(raw: dict[str, Any]) -> dict[str, Any]:
+    meta = raw.get("_meta")
+    if not isinstance(meta, dict) or not any(str(key).startswith(PROXY_META_PREFIX) for key in meta):
+        return raw
+    kept = {key: value for key, value in meta.items() if not str(key).startswith(PROXY_META_PREFIX)}
+    return {**raw, "_meta": kept}
+
+
 def to_call_result(raw: dict[str, Any]) -> types.CallToolResult:
-    return _validate(types.CallToolResult, raw, "tool result")
+    return _validate(types.CallToolResult, _without_proxy_meta(raw), "tool result")
 
 
 def to_read_result(raw: dict[str, Any]) -> types.ReadResourceResult:
@@ -75,7 +88,7 @@ def to_read_result(raw: dict[str, Any]) -> types.ReadResourceResult:
     if isinstance(contents, list):
         contents = [_without_type_key(item) for item in contents]
         raw = {**raw, "contents": contents}
-    return _validate(types.ReadResourceResult, raw, "resource contents")
+    return _validate(types.ReadResourceResult, _without_proxy_meta(raw), "resource contents")
 
 
 def _without_type_key(item: Any) -> Any:
@@ -88,7 +101,7 @@ def to_prompt_result(raw: dict[str, Any]) -> types.GetPromptResult:
     messages = raw.get("messages")
     if isinstance(messages, list):
         raw = {**raw, "messages": [_mcp_role(message) for message in messages]}
-    return _validate(types.GetPromptResult, raw, "prompt")
+    return _validate(types.GetPromptResult, _without_proxy_meta(raw), "prompt")
 
 
 def _mcp_role(message: Any) -> Any:
