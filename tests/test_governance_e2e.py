@@ -182,3 +182,29 @@ async def test_audited_arguments_are_masked_like_results(emulator: OneCEmulator,
     assert "7762096653" not in log.read_text(encoding="utf-8")
     assert line["arguments"]["inn"].startswith("[ИНН#")
     assert line["masked"]["inn"] >= 1
+
+
+async def test_a_large_result_is_masked_in_a_worker_thread(
+    emulator: OneCEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from py_server import mcp_server
+
+    on_event_loop: list[bool] = []
+    monkeypatch.setattr(mcp_server, "MASK_IN_THREAD_BYTES", 100)  # the staff list is a few KB
+    original = mcp_server.Masker.mask_call_result
+
+    def recording(self: Any, result: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_event_loop.append(True)
+        except RuntimeError:  # no loop runs in this thread: a worker
+            on_event_loop.append(False)
+        return original(self, result)
+
+    monkeypatch.setattr(mcp_server.Masker, "mask_call_result", recording)
+    async with mcp_session("streamable_http", proxy_settings(emulator, mask_pii=["all"])) as session:
+        result = await session.call_tool("list_staff", {})
+    assert on_event_loop == [False]
+    assert "[СНИЛС#" in result.content[0].text  # type: ignore[union-attr]
