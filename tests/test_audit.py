@@ -455,3 +455,25 @@ def test_without_a_target_the_audit_log_does_nothing_and_lets_exceptions_through
     audit.close()
     assert capsys.readouterr() == ("", "")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_huge_arguments_are_cut_so_they_cannot_rotate_the_trail_away(tmp_path: Path) -> None:
+    from py_server.audit import MAX_ARGUMENTS_CHARS
+
+    log = AuditLog(tmp_path / "a.jsonl", max_bytes=10**6, backups=1, include_arguments=True)
+    with log.record(Caller("ivanov", "stdio"), "tools/call", "t", {"blob": "x" * 100_000}):
+        pass
+    log.close()
+    line = json.loads((tmp_path / "a.jsonl").read_text(encoding="utf-8"))
+    assert line["arguments_truncated"] is True
+    assert len(line["arguments"]) == MAX_ARGUMENTS_CHARS
+
+
+def test_non_finite_numbers_in_arguments_keep_the_line_valid_json(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.jsonl", max_bytes=10**6, backups=1, include_arguments=True)
+    with log.record(Caller("ivanov", "stdio"), "tools/call", "t", {"qty": float("nan"), "x": [float("inf")]}):
+        pass
+    log.close()
+    text = (tmp_path / "a.jsonl").read_text(encoding="utf-8")
+    line = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert line["arguments"] == {"qty": "nan", "x": ["inf"]}

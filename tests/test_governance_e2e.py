@@ -208,3 +208,15 @@ async def test_a_large_result_is_masked_in_a_worker_thread(
         result = await session.call_tool("list_staff", {})
     assert on_event_loop == [False]
     assert "[СНИЛС#" in result.content[0].text  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("transport", E2E_TRANSPORTS)
+async def test_1c_error_text_for_resources_and_prompts_is_masked_too(emulator: OneCEmulator, transport: str) -> None:
+    async with mcp_session(transport, proxy_settings(emulator, mask_pii=["email", "inn"])) as session:
+        with pytest.raises(MCPError) as read_error:
+            await session.read_resource("file:///Контрагенты/ivanov@romashka.example.ru")
+        with pytest.raises(MCPError) as prompt_error:
+            await session.get_prompt("отчёт ИНН 7762096653", {})
+    assert "ivanov@romashka.example.ru" not in read_error.value.error.message
+    assert "[EMAIL#" in read_error.value.error.message
+    assert "7762096653" not in prompt_error.value.error.message

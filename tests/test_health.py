@@ -4,6 +4,7 @@ and the session gate that counts what clients hold open."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -109,3 +110,42 @@ def test_the_session_gate_counts_every_transport_together() -> None:
     assert not gate.has_room()
     assert gate.counts() == {"sse": 1, "streamable_http": 2}
     assert "MCP_MAX_SESSIONS=3" in gate.refusal()
+
+
+class _SlowExtra:
+    name = "slow"
+    tools: tuple[Any, ...] = ()
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def status(self) -> Any:
+        from py_server.local_tools import ExtraStatus
+
+        self.asked += 1
+        await asyncio.Event().wait()  # an upstream that never answers
+        return ExtraStatus("slow", "reachable")
+
+
+class _ProbeOnly:
+    async def probe(self, timeout: float) -> float:  # noqa: ASYNC109 - OneCClient.probe's signature
+        return 0.003
+
+
+@pytest.mark.anyio
+async def test_readiness_depends_on_1c_alone_not_on_the_extras() -> None:
+    from types import SimpleNamespace
+
+    from py_server.config import Settings
+    from py_server.health import Health
+
+    extra = _SlowExtra()
+    proxy = SimpleNamespace(
+        settings=Settings(_env_file=None),
+        client=_ProbeOnly(),
+        extras=[extra],  # type: ignore[call-arg]
+    )
+    health = Health(proxy)  # type: ignore[arg-type]
+    status, body = await asyncio.wait_for(health.report(detail=False), 2)
+    assert status == 200 and body["status"] == "healthy"
+    assert extra.asked == 0

@@ -3,6 +3,7 @@ capped and reaped sessions, capped bodies, and connections that never send a req
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 
@@ -267,3 +268,33 @@ def test_a_huge_tool_name_is_clipped_in_the_error(emulator: OneCEmulator) -> Non
     message = _sse_json(response)["error"]["message"]
     assert message.startswith("Unknown tool: 'xxx")
     assert len(message) < 400
+
+
+@pytest.mark.anyio
+async def test_a_burst_of_new_sessions_cannot_pass_the_cap_together(emulator: OneCEmulator) -> None:
+    # Three SSE streams hold three of five places; thirty sessions opened at once get two.
+    with http_proxy(proxy_settings(emulator, max_sessions=5)) as server:
+        async with contextlib.AsyncExitStack() as streams, httpx.AsyncClient(timeout=20, headers=MCP_HEADERS) as client:
+            readers = []  # kept: a dropped line iterator closes its stream
+            for _ in range(3):
+                stream = await streams.enter_async_context(client.stream("GET", f"{server.url}/sse"))
+                readers.append(stream.aiter_lines())
+                assert await anext(readers[-1]) == "event: endpoint"
+            statuses: list[int] = []
+
+            async def open_one() -> None:
+                statuses.append((await client.post(f"{server.url}/mcp", json=INITIALIZE)).status_code)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(30):
+                    group.start_soon(open_one)
+            sessions = (await client.get(f"{server.url}/health")).json()["sessions"]
+    assert statuses.count(200) <= 2
+    assert sum(sessions.values()) <= 5
+
+
+def test_an_allowed_host_may_be_written_with_its_port(emulator: OneCEmulator) -> None:
+    with http_proxy(proxy_settings(emulator, allowed_hosts=["proxy.corp:8000", "other.corp:*"])) as server:
+        first = httpx.get(f"{server.url}/health/live", headers={"Host": "proxy.corp:8000"})
+        second = httpx.get(f"{server.url}/health/live", headers={"Host": "other.corp"})
+    assert (first.status_code, second.status_code) == (200, 200)

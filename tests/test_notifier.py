@@ -261,3 +261,20 @@ async def test_close_ends_the_deliveries_in_flight() -> None:
             await done.wait()
     assert stuck.received == []
     assert notifier.session_count == 0
+
+
+async def test_a_live_connection_is_kept_when_one_delivery_fails() -> None:
+    # A slow ping or a missing GET stream is not the end of a connection; its exit stack says when.
+    notifier = ListChangeNotifier(send_timeout=0.05)
+    connection = Connection.for_loop(_Outbound())
+    session = ServerSession(cast(Any, None), connection)
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    session.send_ping = hang  # type: ignore[method-assign]
+    notifier.add_session(session)
+    async with notifier.running():
+        with anyio.fail_after(5):
+            await (await notifier.notify({"tools"})).wait()
+    assert notifier.session_count == 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 import threading
 import time
@@ -55,6 +56,8 @@ logger = logging.getLogger(__name__)
 MASKED_META_KEY = "onec-mcp-proxy/masked"
 STDERR = "-"
 MEGABYTE = 1024 * 1024
+# Arguments longer than this (as JSON text) are cut: a few huge calls must not rotate the trail away.
+MAX_ARGUMENTS_CHARS = 4096
 Outcome = Literal["ok", "tool_error", "error", "denied", "cancelled"]
 # JSON leaves these unescaped, but str.splitlines() and some log viewers break lines at them; escaped,
 # one record stays one line for every reader.
@@ -296,14 +299,39 @@ class AuditRecord:
         if self._error is not None:
             entry["error"] = self._error
         if self._log.include_arguments:
-            entry["arguments"] = self._arguments
+            entry.update(_bounded_arguments(self._arguments))
         # default=str: arguments came from JSON, but a value that is not (a date a caller built) must not lose the line.
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
+        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
         if line.isascii():
             return line
         # A lone surrogate ("\ud800" is valid JSON from a client) cannot be encoded as UTF-8 and would lose
         # the line, which would let a client go unaudited; backslashreplace writes it as its JSON escape.
         return line.translate(_LINE_BREAKS).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _bounded_arguments(arguments: dict[str, Any] | None) -> dict[str, Any]:
+    """The `arguments` field: as given when small, else their JSON text cut to MAX_ARGUMENTS_CHARS.
+
+    A few huge calls must not rotate the earlier lines out of the audit trail, and NaN or Infinity
+    (which a client may send) must not make the line invalid JSON.
+    """
+    text = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=True)
+    if "NaN" in text or "Infinity" in text:  # cheap test first; the exact one only when it may be needed
+        arguments = _finite(arguments)
+        text = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), default=str)
+    if len(text) <= MAX_ARGUMENTS_CHARS:
+        return {"arguments": arguments}
+    return {"arguments": text[:MAX_ARGUMENTS_CHARS], "arguments_truncated": True}
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _masked_counts(meta: Any) -> dict[str, int]:

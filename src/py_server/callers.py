@@ -45,6 +45,7 @@ def caller_of(ctx: Any) -> Caller:
         return Caller(_local_user(), "stdio")
     user = request.scope.get("user")
     name = getattr(user, "display_name", None) or ANONYMOUS
-    if SESSION_HEADER in request.headers or request.url.path.rstrip("/").endswith("/mcp"):
+    # The route decides, not a header: an SSE client could send any Mcp-Session-Id to /messages/.
+    if request.url.path.rstrip("/").endswith("/mcp"):
         return Caller(name, "streamable_http", request.headers.get(SESSION_HEADER))
     return Caller(name, "sse", request.query_params.get("session_id"))

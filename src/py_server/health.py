@@ -7,7 +7,8 @@
 A flood of health requests must neither reach 1C nor slow tool calls, so every caller shares one
 snapshot: concurrent callers wait for the same 1C probe (single flight), its answer is reused for
 `SNAPSHOT_REUSE` seconds, and the probe uses `OneCClient.probe`, which never waits behind tool
-calls for a concurrency slot and has its own short timeout.
+calls for a concurrency slot and has its own short timeout. The local extras' upstreams are asked
+only for the detail (shared the same way), so readiness depends on 1C alone.
 
     health = Health(proxy)
     status, body = await health.report(detail=False)   # 503, {"status": "unhealthy", "reason": "..."}
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from . import __version__
@@ -68,11 +69,10 @@ class SharedResult(Generic[T]):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One probe of 1C plus what the detail shows of the local extras."""
+    """One probe of 1C."""
 
     round_trip_ms: float | None
     error: OneCError | None
-    extras: list[ExtraStatus] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
@@ -100,14 +100,17 @@ class Health:
         self._proxy = proxy
         self._probe_timeout = min(probe_timeout, proxy.settings.onec_timeout)
         self._snapshots = SharedResult(self._snapshot, reuse=reuse)
+        self._extras = SharedResult(self._extras_status, reuse=reuse)
 
     async def _snapshot(self) -> Snapshot:
-        extras = asyncio.gather(*(extra.status() for extra in self._proxy.extras))
         try:
             rtt = await self._proxy.client.probe(self._probe_timeout)
         except OneCError as exc:
-            return Snapshot(None, exc, list(await extras))
-        return Snapshot(round(rtt * 1000, 1), None, list(await extras))
+            return Snapshot(None, exc)
+        return Snapshot(round(rtt * 1000, 1), None)
+
+    async def _extras_status(self) -> list[ExtraStatus]:
+        return list(await asyncio.gather(*(extra.status() for extra in self._proxy.extras)))
 
     async def ready(self) -> Snapshot:
         return await self._snapshots.get()
@@ -120,10 +123,10 @@ class Health:
             "reason": public_reason(snapshot),
         }
         if detail:
-            body.update(self._detail(snapshot))
+            body.update(self._detail(snapshot, await self._extras.get()))
         return (200 if snapshot.ready else 503), body
 
-    def _detail(self, snapshot: Snapshot) -> dict[str, Any]:
+    def _detail(self, snapshot: Snapshot, extras: list[ExtraStatus]) -> dict[str, Any]:
         proxy = self._proxy
         onec: dict[str, Any] = {"url": proxy.client.base_url, "user": proxy.settings.onec_username or None}
         if snapshot.error is None:
@@ -144,7 +147,7 @@ class Health:
             "sessions": proxy.sessions.counts(),
             "local_tools": proxy.registry.names,
             "shadowed_tools": proxy.shadowed_tools,
-            "extras": {status.name: status.as_dict() for status in snapshot.extras},
+            "extras": {status.name: status.as_dict() for status in extras},
             "policy": proxy.policy_report(),
             "masking": proxy.settings.mask_pii,
             "audit_log": proxy.settings.audit_log is not None,

@@ -48,7 +48,9 @@ def _hostname(host_header: str) -> str:
 
 
 def allowed_hostnames(settings: Settings) -> set[str]:
-    names = {name.lower() for name in settings.allowed_hosts}
+    # Names are compared without the port: "proxy.corp:8000" and "proxy.corp:*" (the SDK's
+    # spelling) both mean the name proxy.corp.
+    names = {_hostname(name.removesuffix(":*")).lower() for name in settings.allowed_hosts}
     names.update(LOOPBACK_NAMES)
     if settings.host not in ("0.0.0.0", "::", ""):
         names.add(settings.host.lower())

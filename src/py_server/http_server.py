@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from fastapi import FastAPI
@@ -211,17 +211,30 @@ class _StreamableHTTPEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = self._proxy.sessions
-        if scope["method"] == "POST" and self._opens_session(Headers(scope=scope)) and not gate.has_room():
-            await _refusal(gate.refusal())(scope, receive, send)
-            return
-        await self._manager.handle_request(scope, receive, send)
+        opens = self._opens(Headers(scope=scope)) if scope["method"] == "POST" else None
+        if opens is None:
+            await self._manager.handle_request(scope, receive, send)
+        elif opens == "listen":  # counted by the listen handler itself, for as long as it streams
+            if gate.has_room():
+                await self._manager.handle_request(scope, receive, send)
+            else:
+                await _refusal(gate.refusal())(scope, receive, send)
+        else:
+            # A 2025 session: held until the opening request ends, when the SDK counts it (the
+            # overlap errs towards refusing, never towards passing the cap).
+            with gate.reserve() as admitted:
+                if admitted:
+                    await self._manager.handle_request(scope, receive, send)
+                else:
+                    await _refusal(gate.refusal())(scope, receive, send)
 
     @staticmethod
-    def _opens_session(headers: Headers) -> bool:
+    def _opens(headers: Headers) -> Literal["session", "listen"] | None:
+        """What long-lived thing this POST would open, if any."""
         version = headers.get("mcp-protocol-version")
         if version is None or version in HANDSHAKE_PROTOCOL_VERSIONS:
-            return "mcp-session-id" not in headers
-        return headers.get("mcp-method") == "subscriptions/listen"
+            return "session" if "mcp-session-id" not in headers else None
+        return "listen" if headers.get("mcp-method") == "subscriptions/listen" else None
 
     @property
     def open_sessions(self) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -239,7 +240,7 @@ class MCPProxy:
             try:
                 result = to_read_result(await self.client.read_resource(params.uri))
             except OneCError as exc:
-                raise _protocol_error(f"Cannot read the 1C resource '{clip(params.uri)}'", exc) from exc
+                raise self._protocol_error(f"Cannot read the 1C resource '{clip(params.uri)}'", exc) from exc
             result = await self._masked(self.masker.mask_read_result, result)
             record.result(result)
             return result
@@ -253,7 +254,7 @@ class MCPProxy:
             try:
                 result = to_prompt_result(await self.client.get_prompt(params.name, params.arguments))
             except (OneCError, InvalidRequestError) as exc:
-                raise _protocol_error(f"Cannot get the 1C prompt '{clip(params.name)}'", exc) from exc
+                raise self._protocol_error(f"Cannot get the 1C prompt '{clip(params.name)}'", exc) from exc
             result = await self._masked(self.masker.mask_prompt_result, result)
             record.result(result)
             return result
@@ -266,9 +267,15 @@ class MCPProxy:
         """
         if not self.masker:
             return result
-        if len(result.model_dump_json()) < MASK_IN_THREAD_BYTES:
+        if _text_size(result) < MASK_IN_THREAD_BYTES:
             return mask(result)
         return await anyio.to_thread.run_sync(mask, result)
+
+    def _protocol_error(self, what: str, exc: OneCError | InvalidRequestError) -> MCPError:
+        """A JSON-RPC error for a failed read or prompt. 1C's text in it is masked like a result:
+        an error message is something the client receives too."""
+        code = types.INVALID_PARAMS if isinstance(exc, InvalidRequestError) else types.INTERNAL_ERROR
+        return MCPError(code, self.masker.mask_text(f"{what}: {exc}", Counter()) if self.masker else f"{what}: {exc}")
 
     def _record(self, caller: Caller, method: str, target: str, arguments: dict[str, Any] | None = None) -> AuditRecord:
         """The audit record of one request; arguments are masked like results before they are written."""
@@ -315,6 +322,12 @@ def _enforce(record: AuditRecord, kind: Kind, name: str, denial: Denial | None) 
     raise MCPError(types.INVALID_PARAMS, message, {"policy": denial.setting})
 
 
-def _protocol_error(what: str, exc: OneCError | InvalidRequestError) -> MCPError:
-    code = types.INVALID_PARAMS if isinstance(exc, InvalidRequestError) else types.INTERNAL_ERROR
-    return MCPError(code, f"{what}: {exc}")
+def _text_size(result: types.Result) -> int:
+    """About how many characters of text `result` carries, without serializing it."""
+    size = len(str(getattr(result, "structured_content", None) or ""))
+    messages = getattr(result, "messages", ())
+    items = [*getattr(result, "content", ()), *getattr(result, "contents", ()), *(m.content for m in messages)]
+    for item in items:
+        text = getattr(getattr(item, "resource", item), "text", None)
+        size += len(text) if isinstance(text, str) else 0
+    return size

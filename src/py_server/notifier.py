@@ -143,9 +143,13 @@ class ListChangeNotifier:
                 for kind in kinds:
                     await _send(session, kind)
         except Exception as exc:  # whatever one client does, it must not reach the others
-            logger.debug("dropping an MCP session that did not take list_changed: %r", exc)
-            if self._sessions.get(key) is session:
+            # A session keyed on its connection is forgotten when that connection ends (the exit-stack
+            # callback); a slow ping or a missing GET stream now does not mean the client is gone.
+            if key is session and self._sessions.get(key) is session:
+                logger.debug("dropping an MCP session that did not take list_changed: %r", exc)
                 del self._sessions[key]
+            else:
+                logger.debug("an MCP client did not take list_changed this time: %r", exc)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[ListChangeNotifier]:

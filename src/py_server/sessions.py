@@ -12,7 +12,8 @@ Each transport registers how to count what it holds; whoever is about to open on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 Counter = Callable[[], int]
 
@@ -21,6 +22,7 @@ class SessionGate:
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
         self._counters: dict[str, Counter] = {}
+        self._pending = 0  # admitted here, not yet counted by their transport
 
     def add_counter(self, transport: str, count: Counter) -> None:
         self._counters[transport] = count
@@ -31,7 +33,23 @@ class SessionGate:
 
     @property
     def total(self) -> int:
-        return sum(count() for count in self._counters.values())
+        return self._pending + sum(count() for count in self._counters.values())
+
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[bool]:
+        """Hold a place while a session is being opened; yields False (and holds none) when full.
+
+        The check and the reservation happen without an await between them, so concurrent opening
+        requests cannot all see room for one.
+        """
+        if not self.has_room():
+            yield False
+            return
+        self._pending += 1
+        try:
+            yield True
+        finally:
+            self._pending -= 1
 
     def has_room(self) -> bool:
         return self.total < self.max_sessions
