@@ -9,11 +9,13 @@
 1. The corpus (tests/pii_corpus): per kind, how many labelled identifiers are masked, and how many
    hard negatives (document numbers, КПП, ОГРН, barcodes, sums, numbers passing a checksum by
    chance) each kind alone wrongly masks; then how often random digit runs pass each checksum,
-   which is why the weak ones need a label.
-2. The cost of `Masker.mask_call_result` per result, every kind on versus none, for typical results.
+   which is why the weak ones need a label. Full names (`names`) too, against their own hard
+   negatives (organisations, streets, cities, positions, products), when natasha is installed.
+2. The cost of `Masker.mask_call_result` per result, every kind on versus none, for typical results;
+   and `all,names` versus `all`, with the recogniser's load time, when natasha is installed.
 3. The added p50 per tools/call through a real `python -m py_server stdio` proxy, MCP_MASK_PII=all
-   versus off, against the demo 1C emulator; "n/a" while the proxy does not mask yet (no
-   `_meta["onec-mcp-proxy/masked"]` in the result).
+   versus off (and all,names, with natasha), against the demo 1C emulator; "n/a" while the proxy
+   does not mask yet (no `_meta["onec-mcp-proxy/masked"]` in the result).
 Prints figures; not a test.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from tests.pii_corpus import load_corpus, score
 
-from py_server.config import PII_KINDS
+from py_server.config import NAMES_KIND, PII_KINDS
 from py_server.demo import onec_data
 from py_server.demo.onec_emulator import OneCEmulator
 from py_server.masking import (
@@ -48,6 +51,9 @@ from py_server.masking import (
     masked_counts,
     snils_valid,
 )
+from py_server.masking_names import extra_installed
+
+NO_NATASHA = 'names: natasha not installed (pip install "onec-mcp-proxy[pii-names]")'
 
 REPORT_BYTES = 100_000
 CHANCE_SAMPLES = 100_000
@@ -64,7 +70,7 @@ def corpus_table() -> list[str]:
         figures = report.kinds[kind]
         lines.append(
             f"{kind:<10}{figures.identifiers:>12}{figures.caught:>8}{figures.recall:>8.0%}   "
-            f"{figures.false_positives} of {report.negatives}"
+            f"{figures.false_positives} of {figures.negatives}"
         )
     total = sum(figures.identifiers for figures in report.kinds.values())
     caught = sum(figures.caught for figures in report.kinds.values())
@@ -73,6 +79,22 @@ def corpus_table() -> list[str]:
     )
     lines.append(f"text masked that no label names (all kinds on): {report.unexpected}")
     lines += [f"  missed: {document}: {kind} {value}" for document, kind, value in report.missed]
+    lines += [f"  wrongly masked: {document}: {what} {value}" for document, what, value in report.wrongly_masked]
+    return [*lines, "", *names_lines()]
+
+
+def names_lines() -> list[str]:
+    """Full names over the corpus, with every kind on: the figures of the names row of the README."""
+    if not extra_installed():
+        return [NO_NATASHA]
+    report = score(kinds=(*PII_KINDS, NAMES_KIND))
+    names = report.kinds[NAMES_KIND]
+    lines = [
+        f"names (all,names): {names.caught} of {names.identifiers} full names caught (recall {names.recall:.0%}); "
+        f"{names.false_positives} of {names.negatives} name-like negatives wrongly masked; "
+        f"{names.unexpected} of {names.tags} name tags mask no labelled name (precision {names.precision:.0%})"
+    ]
+    lines += [f"  missed: {document}: {value}" for document, kind, value in report.missed if kind == NAMES_KIND]
     lines += [f"  wrongly masked: {document}: {what} {value}" for document, what, value in report.wrongly_masked]
     return lines
 
@@ -169,6 +191,52 @@ def cost_table(quick: bool) -> list[str]:
             f"{name:<44}{size:>8,}B{count:>8}{percentile(off, 50):>10.1f}{percentile(on, 50):>10.1f}"
             f"{percentile(on, 95):>10.1f}"
         )
+    return [*lines, "", *names_cost_table(quick)]
+
+
+def load_seconds() -> float:
+    """What `all,names` adds to start-up, in a fresh process: this one may have the models loaded already."""
+    script = (
+        "import time; started = time.perf_counter(); from py_server.masking import Masker; "
+        "Masker(['names']); print(time.perf_counter() - started)"
+    )
+    # The import of masking without names, measured the same way, is not part of the cost.
+    baseline = "import time; started = time.perf_counter(); from py_server.masking import Masker; Masker(['all']); "
+    baseline += "print(time.perf_counter() - started)"
+    with_names, without = (
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        for code in (script, baseline)
+    )
+    return with_names - without
+
+
+def names_cost_table(quick: bool) -> list[str]:
+    """`all,names` against `all`, each call on a result the recogniser has not seen: a masker caches what
+    it found in short strings, so the same result again would cost almost nothing."""
+    if not extra_installed():
+        return [NO_NATASHA]
+    lines = [f"names: {load_seconds():.2f} s to import natasha and load its models, once per process (at start-up)"]
+    everything, with_names = Masker(PII_KINDS), Masker([*PII_KINDS, NAMES_KIND])
+    finder = with_names._names
+    assert finder is not None
+
+    def unseen(result: types.CallToolResult) -> types.CallToolResult:
+        finder.forget()
+        return with_names.mask_call_result(result)
+
+    header = f"{'result':<44}{'names':>8}{'all p50':>10}{'+names p50':>12}{'+names p95':>12}{'added p50':>11}  (µs)"
+    lines += [header, "-" * len(header)]
+    for name, raw in typical_results().items():
+        result = types.CallToolResult.model_validate(raw)
+        large = len(result.model_dump_json(by_alias=True)) > 50_000
+        runs = (3 if quick else 10) if large else (30 if quick else 200)
+        off = time_each(lambda result=result: everything.mask_call_result(result), runs)
+        on = time_each(lambda result=result: unseen(result), runs)
+        count = masked_counts(unseen(result)).get(NAMES_KIND, 0)
+        lines.append(
+            f"{name:<44}{count:>8}{percentile(off, 50):>10.0f}{percentile(on, 50):>12.0f}{percentile(on, 95):>12.0f}"
+            f"{percentile(on, 50) - percentile(off, 50):>+11.0f}"
+        )
     return lines
 
 
@@ -198,8 +266,10 @@ async def e2e_p50(mask_pii: str, requests: int, emulator: OneCEmulator, workdir:
     return figures
 
 
-async def e2e_cells(requests: int, emulator: OneCEmulator, workdir: str, errlog: Any) -> list[dict[str, Any]]:
-    return [await e2e_p50(mask_pii, requests, emulator, workdir, errlog) for mask_pii in ("", "all")]
+async def e2e_cells(
+    requests: int, emulator: OneCEmulator, workdir: str, errlog: Any, settings: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    return [await e2e_p50(mask_pii, requests, emulator, workdir, errlog) for mask_pii in settings]
 
 
 def e2e_lines(requests: int) -> list[str]:
@@ -211,17 +281,25 @@ def e2e_lines(requests: int) -> list[str]:
         tempfile.TemporaryDirectory(prefix="bench-masking-") as workdir,
         open(Path(workdir) / "proxy-stderr.log", "w+", encoding="utf-8") as errlog,
     ):
+        # The stdio proxy is a subprocess of this Python: all,names needs natasha here too.
+        settings = ("", "all", f"all,{NAMES_KIND}") if extra_installed() else ("", "all")
         try:
-            off, on = anyio.run(e2e_cells, requests, emulator, workdir, errlog, backend="asyncio")
+            off, on, *names = anyio.run(e2e_cells, requests, emulator, workdir, errlog, settings, backend="asyncio")
         except Exception as exc:  # the lead's integration may be half-way: say why, and go on
             errlog.seek(0)
             return [f"n/a: {type(exc).__name__}: {exc}", errlog.read()[-2000:]]
-    lines = [f"{'tool':<16}{'off p50 ms':>12}{'all p50 ms':>12}{'added':>10}"]
+    header = f"{'tool':<16}{'off p50 ms':>12}{'all p50 ms':>12}{'added':>10}"
+    lines = [header + (f"{'all,names p50 ms':>18}{'added':>10}" if names else "")]
     for tool in E2E_TOOLS:
         added = f"{on[tool] - off[tool]:+.2f}" if on["list_staff/masked"] else "n/a"
-        lines.append(f"{tool:<16}{off[tool]:>12.2f}{on[tool]:>12.2f}{added:>10}")
+        line = f"{tool:<16}{off[tool]:>12.2f}{on[tool]:>12.2f}{added:>10}"
+        if names:  # a stdio proxy keeps its masker, so a repeated result costs the recogniser nothing after the first
+            line += f"{names[0][tool]:>18.2f}{names[0][tool] - off[tool]:>+10.2f}"
+        lines.append(line)
     if not on["list_staff/masked"]:
         lines.append("n/a: the proxy returned list_staff without _meta masking counts (masking not integrated yet)")
+    if not names:
+        lines.append(NO_NATASHA)
     return lines
 
 

@@ -39,8 +39,13 @@ from .errors import ConfigError
 DEFAULT_ENV_FILE = Path(".env")
 ENV_PREFIX = "MCP_"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-# Personal data the masker knows, in the order it is applied and reported.
+# Personal data the masker finds by pattern, checksum and label, in the order it is applied and
+# reported; `all` means these.
 PII_KINDS = ("email", "phone", "card", "account", "inn", "snils", "passport")
+# Full names, found by a named-entity recogniser: applied and reported after PII_KINDS, so it never
+# sees their values. Not part of `all`: it needs the optional extra [pii-names] and costs about a
+# millisecond per line where the others cost microseconds, so it is asked for by name (`all,names`).
+NAMES_KIND = "names"
 # The one setting whose empty value means something: `MCP_ONEC_RPC_PATH=` is the service root itself.
 _EMPTY_IS_A_VALUE = frozenset({"MCP_ONEC_RPC_PATH"})
 _SAVE_AS_UTF8 = "save it as UTF-8 (in PowerShell: Set-Content -Encoding utf8; in Notepad: Save as, Encoding UTF-8)"
@@ -140,7 +145,7 @@ class Settings(BaseSettings):
     audit_arguments: bool = False
     audit_max_mb: float = Field(10.0, gt=0)
     audit_backups: int = Field(5, ge=0)
-    # phone, email, inn, snils, passport, card, account, or all.
+    # phone, email, inn, snils, passport, card, account, or all; and names (the extra [pii-names]).
     mask_pii: Annotated[list[str], NoDecode] = []
 
     # --- local extras: vehicle repairs API ------------------------------------------------
@@ -247,10 +252,12 @@ class Settings(BaseSettings):
         items = [item.strip().lower() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
         if not isinstance(items, list):
             return items
-        unknown = sorted(set(items) - {*PII_KINDS, "all"})
+        unknown = sorted(set(items) - {*PII_KINDS, "all", NAMES_KIND})
         if unknown:
-            raise ValueError(f"unknown kind {', '.join(unknown)}; use any of {', '.join(PII_KINDS)} or all")
-        return list(PII_KINDS) if "all" in items else [kind for kind in PII_KINDS if kind in items]
+            kinds = ", ".join((*PII_KINDS, NAMES_KIND))
+            raise ValueError(f"unknown kind {', '.join(unknown)}; use any of {kinds} or all")
+        kinds = list(PII_KINDS) if "all" in items else [kind for kind in PII_KINDS if kind in items]
+        return [*kinds, NAMES_KIND] if NAMES_KIND in items else kinds
 
     @field_validator("audit_log", mode="before")
     @classmethod

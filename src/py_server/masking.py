@@ -1,4 +1,4 @@
-"""Personal-data masking (152-ФЗ): identifiers in what the proxy returns become `[ИНН#a1f3]` tags.
+"""Personal-data masking (152-ФЗ): identifiers in what the proxy returns become `[ИНН#a1f3c9]` tags.
 
 A `Masker` knows the kinds enabled by `MCP_MASK_PII` and walks every text a client receives: text
 content items, embedded text resources, each string of `structuredContent`, resource texts and
@@ -14,6 +14,9 @@ Precision matters as much as recall, because a masked document number is lost to
   11-digit phone, a contiguous card number, a passport, an account without a BIC;
 * never a digit run that is part of a longer one, or a number with a decimal part.
 
+Full names (`names`, `[ФИО#a1f3c9]`) come last, from a named-entity recogniser that runs locally
+(masking_names.py, the optional extra [pii-names]); they are not part of `all`.
+
 The tag keeps the kind and the first 4 hex digits of HMAC-SHA256(key, kind + normalized value):
 the same value gets the same tag for the life of the process, so the model can still tell two
 people apart, and the tag does not reveal the value (the key is random per process).
@@ -21,7 +24,7 @@ people apart, and the tag does not reveal the value (the key is random per proce
     masker = Masker(["inn", "phone"])                  # or Masker.from_settings(settings)
     counts = Counter()
     masker.mask_text("ИНН 7762096653, тел. +7 (495) 788-12-34", counts)
-    # -> "ИНН [ИНН#5c1e], тел. [ТЕЛЕФОН#09b2]" (the hex digits differ per process); counts == {"inn": 1, "phone": 1}
+    # -> "ИНН [ИНН#5c1e07], тел. [ТЕЛЕФОН#09b24f]" (the hex digits differ per process); counts == {"inn": 1, "phone": 1}
     masker.mask_call_result(result)                     # a new result, with _meta["onec-mcp-proxy/masked"]
 """
 
@@ -40,7 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 from mcp import types
 
-from .config import PII_KINDS
+from .config import NAMES_KIND, PII_KINDS
+from .masking_names import NameFinder, may_hold_a_name, names_a_person, normalized_name
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -54,8 +58,12 @@ LABELS = {
     "inn": "ИНН",
     "snils": "СНИЛС",
     "passport": "ПАСПОРТ",
+    NAMES_KIND: "ФИО",
 }
-TAG_HEX_DIGITS = 4
+# Every kind, in the order it is applied and reported: names last, so they never see a digit kind's value.
+KINDS = (*PII_KINDS, NAMES_KIND)
+# 24 bits: among 1,000 distinct values about 0.03 pairs share a tag (16 bits gave about 7).
+TAG_HEX_DIGITS = 6
 # A context word counts when it ends at most this many characters before the value.
 CONTEXT_WINDOW = 40
 # Words between the context word and the value ("ИНН покупателя: ") may take at most this many characters.
@@ -419,7 +427,7 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def _with_counts(meta: dict[str, Any] | None, counts: Counter[str]) -> dict[str, Any]:
-    ordered = {kind: counts[kind] for kind in PII_KINDS if counts[kind]}
+    ordered = {kind: counts[kind] for kind in KINDS if counts[kind]}
     return {**(meta or {}), MASKED_META_KEY: ordered}
 
 
@@ -427,18 +435,26 @@ class Masker:
     """Masks the enabled kinds of personal data in text, values and whole MCP results."""
 
     def __init__(self, kinds: Iterable[str], *, key: bytes | None = None) -> None:
+        """Raises ConfigError when `names` is asked for but the optional extra is not installed."""
         wanted = set(kinds)
-        unknown = wanted - {*PII_KINDS, "all"}
+        unknown = wanted - {*KINDS, "all"}
         if unknown:
-            raise ValueError(f"unknown personal-data kind {', '.join(sorted(unknown))}; use {', '.join(PII_KINDS)}")
-        self.kinds = PII_KINDS if "all" in wanted else tuple(kind for kind in PII_KINDS if kind in wanted)
+            raise ValueError(f"unknown personal-data kind {', '.join(sorted(unknown))}; use {', '.join(KINDS)}")
+        # `all` is every kind but names, which needs the optional extra and costs far more: see config.NAMES_KIND.
+        self.kinds = tuple(kind for kind in KINDS if kind in wanted or ("all" in wanted and kind in PII_KINDS))
         # Per process by default: tags stay stable for a session but mean nothing to anyone else.
         self._hmac = hmac.new(key if key is not None else secrets.token_bytes(32), digestmod=hashlib.sha256)
-        self._detectors = [(kind, *DETECTORS[kind]) for kind in self.kinds]
+        self._detectors = [(kind, *DETECTORS[kind]) for kind in self.kinds if kind in DETECTORS]
+        self._names = NameFinder() if NAMES_KIND in self.kinds else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Masker:
         return cls(settings.mask_pii)
+
+    @property
+    def recognises_names(self) -> bool:
+        """Whether the (slow, CPU-bound) full-name recogniser runs on every result."""
+        return self._names is not None
 
     def __bool__(self) -> bool:
         return bool(self.kinds)
@@ -458,20 +474,22 @@ class Masker:
         """Strings inside dicts and lists masked; each dict key is the context of its value."""
         if not self.kinds:
             return value
+        self._prepare_names(value)
         return self._walk(value, counts, _Scope(key_words(key_hint), _Bics(lambda: _strings(value))))
 
     def mask_arguments(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
         """Tool arguments as the audit log may keep them, and how many of each kind were masked."""
         counts: Counter[str] = Counter()
         masked = self.mask_value(arguments, counts)
-        return masked, {kind: counts[kind] for kind in PII_KINDS if counts[kind]}
+        return masked, {kind: counts[kind] for kind in KINDS if counts[kind]}
 
     def _mask(self, text: str, counts: Counter[str], scope: _Scope) -> str:
-        if not _candidate(text):
-            return text
-        if "\n" not in text and "|" not in text and "\t" not in text:
-            return self._mask_line(text, counts, scope)
-        return self._mask_lines(text, counts, scope)
+        if self._detectors and _candidate(text):
+            if "\n" not in text and "|" not in text and "\t" not in text:
+                text = self._mask_line(text, counts, scope)
+            else:
+                text = self._mask_lines(text, counts, scope)
+        return text if self._names is None else self._mask_names(self._names, text, counts, scope.hint)
 
     def _mask_line(self, text: str, counts: Counter[str], scope: _Scope) -> str:
         """Every enabled kind, in PII_KINDS order. No identifier spans lines, so a line is a unit."""
@@ -518,6 +536,51 @@ class Masker:
                 parts[2 * index] = self._mask_line(cell, counts, _Scope(hint, scope.bics))
         return "".join(parts)
 
+    def _prepare_names(self, value: Any) -> None:
+        """The strings of a structured value to the recogniser in one batch, before the walk asks about each.
+
+        Only those without digits: the other kinds leave them as they are, so the names pass sees them so.
+        """
+        if self._names is not None:
+            self._names.prepare(text for text in _strings(value) if not _DIGIT.search(text))
+
+    def _mask_names(self, finder: NameFinder, text: str, counts: Counter[str], hint: str) -> str:
+        """Full names, after every other kind: line by line, a table row cell by cell, all in one batch.
+
+        The recogniser misses a name in a Markdown row that it finds in the cell alone. The first row
+        of a table names the columns below it; the dict key `hint` names a one-line value only.
+        """
+        if not may_hold_a_name(text):
+            return text
+        if "\n" not in text and "|" not in text and "\t" not in text:
+            return self._tag_names(text, finder.spans(text, person=names_a_person(hint)), counts)
+        pieces: list[str] = []
+        segments: list[tuple[int, bool]] = []  # a piece to look in, and whether its column names a person
+        header: list[str] = []
+        for line in text.splitlines(keepends=True):
+            cells = _CELL.split(line)
+            if len(cells) < 3:  # not a row: a table, if any, has ended
+                header = []
+                segments.append((len(pieces), False))
+                pieces.append(line)
+            elif _RULE.fullmatch(line):
+                pieces.append(line)
+            else:
+                header = header or [key_words(cell.strip()) for cell in cells[0::2]]
+                columns = header if len(header) == len(cells[0::2]) else [""] * len(cells[0::2])
+                segments += [(len(pieces) + 2 * index, names_a_person(column)) for index, column in enumerate(columns)]
+                pieces += cells
+        found = finder.spans_of([(pieces[index], person) for index, person in segments])
+        for (index, _), spans in zip(segments, found, strict=True):
+            pieces[index] = self._tag_names(pieces[index], spans, counts)
+        return "".join(pieces)
+
+    def _tag_names(self, text: str, spans: list[tuple[int, int]], counts: Counter[str]) -> str:
+        for start, stop in reversed(spans):  # from the end, so the earlier offsets still hold
+            text = text[:start] + self.tag(NAMES_KIND, normalized_name(text[start:stop])) + text[stop:]
+            counts[NAMES_KIND] += 1  # per name: a zero count would make an empty Counter true
+        return text
+
     def _replacer(
         self, kind: str, accept: Accept, counts: Counter[str], scope: _Scope
     ) -> Callable[[re.Match[str]], str]:
@@ -534,8 +597,11 @@ class Masker:
         if isinstance(value, str):
             return self._mask(value, counts, scope)
         if isinstance(value, dict):
+            # Keys are text the client receives too ({"ivanov@mail.ru": 3}); a key's own words label its value.
             return {
-                key: self._walk(item, counts, _Scope(_dict_key_words(key) if isinstance(key, str) else "", scope.bics))
+                (self._mask(key, counts, scope) if isinstance(key, str) else key): self._walk(
+                    item, counts, _Scope(_dict_key_words(key) if isinstance(key, str) else "", scope.bics)
+                )
                 for key, item in value.items()
             }
         if isinstance(value, list | tuple):
@@ -552,6 +618,12 @@ class Masker:
         if isinstance(item, types.EmbeddedResource) and isinstance(item.resource, types.TextResourceContents):
             resource = self._mask_resource(item.resource, counts, scope)
             return item if resource is item.resource else item.model_copy(update={"resource": resource})
+        if isinstance(item, types.ResourceLink):
+            # Its words are shown to the model; its URI is left whole, or the link would lead nowhere.
+            texts = {field: getattr(item, field) for field in ("name", "title", "description")}
+            masked = {field: self._mask(text, counts, scope) for field, text in texts.items() if isinstance(text, str)}
+            changed = {field: text for field, text in masked.items() if text != texts[field]}
+            return item.model_copy(update=changed) if changed else item
         return item
 
     def _mask_resource(self, contents: Any, counts: Counter[str], scope: _Scope) -> Any:
@@ -568,6 +640,7 @@ class Masker:
         scope = _Scope(bics=bics)
         counts: Counter[str] = Counter()
         content = [self._mask_content(item, counts, scope) for item in result.content]
+        self._prepare_names(result.structured_content)
         structured = self._walk(result.structured_content, counts, scope)
         if not counts:
             return result
@@ -594,9 +667,11 @@ class Masker:
             message.model_copy(update={"content": self._mask_content(message.content, counts, scope)})
             for message in result.messages
         ]
+        description = self._mask(result.description, counts, scope) if result.description else result.description
         if not counts:
             return result
-        return result.model_copy(update={"messages": messages, "meta": _with_counts(result.meta, counts)})
+        update = {"messages": messages, "description": description, "meta": _with_counts(result.meta, counts)}
+        return result.model_copy(update=update)
 
 
 def _content_texts(items: Iterable[Any]) -> Iterator[str]:

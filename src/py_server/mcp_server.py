@@ -262,12 +262,12 @@ class MCPProxy:
     async def _masked(self, mask: Callable[[ResultT], ResultT], result: ResultT) -> ResultT:
         """`mask(result)`; a large result is masked in a worker thread, so other clients are not held up.
 
-        Masking costs about 0.5 ms per KB of text full of identifiers: a big 1C report would
-        otherwise stop the event loop for tens of milliseconds.
+        Masking costs about 0.5 ms per KB of text full of identifiers, and the name recogniser
+        10-30 ms for any result: on the event loop they would hold up every other client.
         """
         if not self.masker:
             return result
-        if _text_size(result) < MASK_IN_THREAD_BYTES:
+        if not self.masker.recognises_names and _text_size(result) < MASK_IN_THREAD_BYTES:
             return mask(result)
         return await anyio.to_thread.run_sync(mask, result)
 
