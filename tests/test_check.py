@@ -78,3 +78,17 @@ async def test_check_says_when_no_policy_masking_or_audit_is_set(emulator: OneCE
     assert "policy: every tool, resource and prompt is served" in out
     assert "personal-data masking: off (MCP_MASK_PII)" in out
     assert "audit log: off (MCP_AUDIT_LOG)" in out
+
+
+async def test_check_fails_when_names_masking_lacks_its_extra(
+    emulator: OneCEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, package=None: None if name == "natasha" else find_spec(name, package)
+    )
+    code, out = await check(emulator, mask_pii=["all", "names"])
+    assert code == 1
+    assert "[FAIL] personal-data masking: MCP_MASK_PII=names needs the optional extra" in out

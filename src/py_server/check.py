@@ -11,6 +11,7 @@ from mcp import types
 
 from .config import Settings, require_onec_url
 from .errors import (
+    ConfigError,
     OneCAuthError,
     OneCBusyError,
     OneCError,
@@ -21,6 +22,7 @@ from .errors import (
     OneCTimeoutError,
 )
 from .extras import create_extras
+from .masking import Masker
 from .onec_client import Discovery, OneCClient
 from .onec_mapping import to_items, to_prompt, to_resource, to_tool
 from .policy import Policy, Rules
@@ -171,6 +173,11 @@ def _check_governance(
             report.line(WARN, f"policy: {warning} (a typo?)")
     else:
         report.line(INFO, "policy: every tool, resource and prompt is served (no MCP_*_ALLOW/_DENY, not read-only)")
-    masked = ", ".join(settings.mask_pii) if settings.mask_pii else "off (MCP_MASK_PII)"
-    report.line(INFO, f"personal-data masking: {masked}")
+    try:
+        Masker.from_settings(settings)  # what the proxy would build: `names` needs its optional extra
+    except ConfigError as exc:
+        report.failure(f"personal-data masking: {exc}")
+    else:
+        masked = ", ".join(settings.mask_pii) if settings.mask_pii else "off (MCP_MASK_PII)"
+        report.line(INFO, f"personal-data masking: {masked}")
     report.line(INFO, f"audit log: {settings.audit_log or 'off (MCP_AUDIT_LOG)'}")
