@@ -4,6 +4,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import gzip
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -946,6 +947,16 @@ async def test_an_answer_without_content_length_is_read_only_up_to_the_cap(onec:
         with pytest.raises(OneCResponseTooLarge):
             await onec_client.call_tool("Выгрузка", {})
     assert (body.read, body.closed) == (128, True)
+
+
+async def test_a_compressed_answer_is_capped_by_what_it_unpacks_to(onec: respx.MockRouter) -> None:
+    # Content-Length counts the gzip bytes; the cap is on what lands in memory.
+    packed = gzip.compress(b"0" * 10_000)
+    headers = {"Content-Encoding": "gzip", "Content-Length": str(len(packed))}
+    onec.post("rpc").mock(return_value=httpx.Response(200, headers=headers, content=packed))
+    async with OneCClient(httpx.AsyncClient(base_url=BASE), max_response_bytes=1_000) as onec_client:
+        with pytest.raises(OneCResponseTooLarge):
+            await onec_client.call_tool("Выгрузка", {})
 
 
 async def test_too_large_names_the_limit_and_the_setting(onec: respx.MockRouter) -> None:

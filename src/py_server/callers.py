@@ -46,6 +46,7 @@ def caller_of(ctx: Any) -> Caller:
     user = request.scope.get("user")
     name = getattr(user, "display_name", None) or ANONYMOUS
     # The route decides, not a header: an SSE client could send any Mcp-Session-Id to /messages/.
-    if request.url.path.rstrip("/").endswith("/mcp"):
+    # scope["path"], not request.url: building a URL per call costs more than the rest of this.
+    if request.scope["path"].rstrip("/").endswith("/mcp"):
         return Caller(name, "streamable_http", request.headers.get(SESSION_HEADER))
     return Caller(name, "sse", request.query_params.get("session_id"))
