@@ -26,7 +26,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -37,6 +37,7 @@ import pydantic
 
 from .callers import Caller
 from .config import Settings
+from .masking import MASKED_META_KEY, masked_counts
 from .redaction import clip
 
 __all__ = [
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 
 # Where the masking module reports what it masked in a result: {"inn": 3, "phone": 1}. Spelled out here
 # rather than imported so that the audit log does not depend on the masker being loaded or enabled.
-MASKED_META_KEY = "onec-mcp-proxy/masked"
 STDERR = "-"
 MEGABYTE = 1024 * 1024
 # Arguments longer than this (as JSON text) are cut: a few huge calls must not rotate the trail away.
@@ -263,7 +263,7 @@ class AuditRecord:
             self._size = None
         if getattr(result, "is_error", None) is True and self._outcome == "ok":
             self._outcome = "tool_error"
-        self._masked = _masked_counts(getattr(result, "meta", None))
+        self._masked = masked_counts(result)
 
     def deny(self, reason: str) -> None:
         """The request was refused by policy; `reason` says why. An exception raised afterwards does not
@@ -332,18 +332,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite(item) for item in value]
     return value
-
-
-def _masked_counts(meta: Any) -> dict[str, int]:
-    """The masker's counts from a result's `_meta`, keeping only what is a kind and a count."""
-    counts = meta.get(MASKED_META_KEY) if isinstance(meta, Mapping) else None
-    if not isinstance(counts, Mapping):
-        return {}
-    return {
-        str(kind): count
-        for kind, count in counts.items()
-        if isinstance(count, int) and not isinstance(count, bool) and count >= 0
-    }
 
 
 class NullRecord(AuditRecord):

@@ -682,7 +682,17 @@ def _content_texts(items: Iterable[Any]) -> Iterator[str]:
             yield item.resource.text
 
 
-def masked_counts(result: types.Result) -> dict[str, int]:
-    """What `Masker` masked in `result`, per kind, as it put it in `_meta` (empty when nothing was)."""
-    counts = (result.meta or {}).get(MASKED_META_KEY)
-    return dict(counts) if isinstance(counts, dict) else {}
+def masked_counts(result: Any) -> dict[str, int]:
+    """What `Masker` masked in `result`, per kind, as it put it in `_meta` (empty when nothing was).
+
+    Only kinds with a count are kept: the audit log writes what this returns.
+    """
+    meta = getattr(result, "meta", None)
+    counts = meta.get(MASKED_META_KEY) if isinstance(meta, dict) else None
+    if not isinstance(counts, dict):
+        return {}
+    return {
+        str(kind): count
+        for kind, count in counts.items()
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0
+    }

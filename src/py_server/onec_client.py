@@ -45,7 +45,7 @@ from .errors import (
     OneCRpcError,
     OneCTimeoutError,
 )
-from .redaction import Redactor
+from .redaction import Redactor, clip
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -442,10 +442,10 @@ class OneCClient:
 
     def _show(self, value: Any) -> str:
         """A short, secret-free rendering of a JSON value 1C sent."""
-        return _clip(self._redact(json.dumps(value, ensure_ascii=False)))
+        return clip(self._redact(json.dumps(value, ensure_ascii=False)))
 
     def _excerpt(self, body: bytes) -> str:
-        return _clip(self._redact(_readable(body))) or "(empty body)"
+        return clip(self._redact(_readable(body))) or "(empty body)"
 
     # --- internals: HTTP exchanges and slots ----------------------------------------------
 
@@ -740,10 +740,6 @@ def _encode(message: dict[str, Any], params: dict[str, Any] | None) -> bytes:
 
 def _reason(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _squash(text: str) -> str:
