@@ -106,6 +106,32 @@ class Settings(BaseSettings):
     onec_http_proxy: str | None = None
     catalog_ttl: float = Field(60.0, ge=1)
 
+    # --- identity: who reaches 1C as whom ---------------------------------------------------
+    # service: every call goes to 1C as MCP_ONEC_USERNAME. passthrough: each HTTP client sends its
+    # own 1C login (X-OneC-Authorization, or Authorization when the proxy needs no bearer token).
+    onec_auth: Literal["service", "passthrough"] = "service"
+    # Per-identity 1C connections kept at most, and closed after this many idle seconds.
+    onec_max_identities: int = Field(100, ge=1)
+    onec_identity_idle: float = Field(600.0, gt=0)
+    # Calls one identity may run in 1C at once (MCP_ONEC_MAX_CONCURRENCY caps all of them together).
+    onec_identity_concurrency: int | None = Field(None, ge=1, le=256)
+    # passthrough: per_identity reads each person's own catalog (1C may show people different
+    # tools); shared reads one catalog with the service account for everybody.
+    onec_catalog: Literal["per_identity", "shared"] = "per_identity"
+    # The header that names the signed-in user on calls made with the service account (OAuth).
+    onec_user_header: str = "X-MCP-User"
+    # OAuth 2.1 resource server: bearer JWTs from this issuer, for this audience, with these scopes.
+    oauth_issuer: str | None = None
+    oauth_audience: str | None = None
+    oauth_scopes: Annotated[list[str], NoDecode] = []
+    # Where the issuer's keys are; found through its metadata when unset.
+    oauth_jwks_url: str | None = None
+    # This server's resource URL in the protected resource metadata; from the request when unset.
+    oauth_resource: str | None = None
+    oauth_leeway: float = Field(30.0, ge=0, le=300)
+    # Rules per group of users (a TOML file), for OAuth users.
+    policy_file: Path | None = None
+
     # --- HTTP front-end -------------------------------------------------------------------
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("MCP_HOST", "MCP_SERVER_HOST"))
     port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("MCP_PORT", "MCP_SERVER_PORT"))
@@ -214,7 +240,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "auth_token", "repairs_api_key", "rag_key_id", "rag_key_secret", "rag_knowledge_base_id",
-        "rag_project_id", "kb_dir", "kb_index", mode="before",
+        "rag_project_id", "kb_dir", "kb_index", "oauth_issuer", "oauth_audience", "oauth_jwks_url",
+        "oauth_resource", "policy_file", mode="before",
     )  # fmt: skip
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -228,7 +255,7 @@ class Settings(BaseSettings):
     def _path_part(cls, value: str) -> str:
         return value.strip().strip("/")
 
-    @field_validator("allowed_origins", "allowed_hosts", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", "oauth_scopes", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -268,6 +295,15 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @property
+    def identity_concurrency(self) -> int:
+        """Calls one identity may run in 1C at once: never more than the total cap."""
+        return min(self.onec_identity_concurrency or self.onec_max_concurrency, self.onec_max_concurrency)
+
+    @property
+    def oauth_enabled(self) -> bool:
+        return self.oauth_issuer is not None
 
     @property
     def onec_base_url(self) -> str | None:
