@@ -15,10 +15,12 @@ import anyio
 import pytest
 from mcp import types
 from mcp.shared.exceptions import MCPError
+from pydantic import SecretStr
 
 from py_server.audit import MASKED_META_KEY, AuditLog, NullAudit
 from py_server.callers import Caller
 from py_server.config import Settings
+from py_server.identity import Identity, OneCLogin
 
 HTTP_CALLER = Caller("ivanov", "streamable_http", "4f1c2b7e9d")
 STDIO_CALLER = Caller("petrov", "stdio")
@@ -26,6 +28,7 @@ TIME_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 EVERY_FIELD = {
     "time",
     "who",
+    "onec_user",
     "session",
     "transport",
     "method",
@@ -75,6 +78,7 @@ def test_a_request_writes_one_line_with_every_field(tmp_path: Path) -> None:
     written_at = datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert before - timedelta(milliseconds=1) <= written_at <= after
     assert line["who"] == "ivanov"
+    assert line["onec_user"] is None  # no service account set, no personal login
     assert line["session"] == "4f1c2b7e9d"
     assert line["transport"] == "streamable_http"
     assert line["method"] == "tools/call"
@@ -477,3 +481,20 @@ def test_non_finite_numbers_in_arguments_keep_the_line_valid_json(tmp_path: Path
     text = (tmp_path / "a.jsonl").read_text(encoding="utf-8")
     line = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
     assert line["arguments"] == {"qty": "nan", "x": ["inf"]}
+
+
+def test_the_1c_user_is_the_personal_login_else_the_service_account(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path, max_bytes=1024 * 1024, backups=1, include_arguments=False, service_user="mcp")
+    login = OneCLogin("Иванов", SecretStr("пароль"))
+    with audit.record(
+        Caller("ivanov@corp", "streamable_http", "s1", Identity("ivanov@corp", onec_login=login)), "tools/call", "t"
+    ):
+        pass
+    with audit.record(Caller("petrov@corp", "streamable_http", "s2"), "tools/call", "t"):
+        pass
+    audit.close()
+    first, second = lines_of(path)
+    assert (first["who"], first["onec_user"]) == ("ivanov@corp", "Иванов")
+    assert (second["who"], second["onec_user"]) == ("petrov@corp", "mcp")
+    assert "пароль" not in path.read_text(encoding="utf-8")

@@ -164,7 +164,7 @@ def test_check_reports_what_it_found(
     code = main(["check", "--onec-url", emulator.url, "--onec-username", emulator.username])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "discovery via manifest" in out and "tools: 8" in out and "resources: 5" in out
+    assert "discovery via manifest" in out and "tools: 9" in out and "resources: 5" in out
 
 
 def test_check_explains_a_wrong_password(

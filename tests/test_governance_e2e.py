@@ -45,7 +45,7 @@ async def test_read_only_hides_a_writing_tool_and_keeps_the_readers(emulator: On
         with pytest.raises(MCPError) as refused:
             await session.call_tool("post_document", {"number": "ТД00-000003"})
         allowed = await session.call_tool("get_metadata", {})
-    assert listed == {"get_metadata", "query_sales"}  # named by the admin; declares readOnlyHint
+    assert listed == {"get_metadata", "query_sales", "current_user"}  # named by the admin; declare readOnlyHint
     assert "MCP_READ_ONLY" in refused.value.error.message
     assert not allowed.is_error
     assert emulator.state.calls["tools/call"] == 1

@@ -16,6 +16,7 @@ import wave
 import zlib
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jsonschema
@@ -23,7 +24,7 @@ import pytest
 from mcp import types
 
 from py_server.demo.chart import PNG_SIGNATURE, bar_chart, encode_png
-from py_server.demo.onec_data import demo_tools, text_result
+from py_server.demo.onec_data import RIGHT_POSTING, CallContext, demo_tools, text_result
 from py_server.demo.onec_emulator import BOM, NOT_JSON_BODY, SESSION_COOKIE, EmulatorState, OneCEmulator
 
 INTERNAL = re.compile(r"Внутренняя ошибка сервера: \{[^}]+\(\d+\)\}: (?P<text>.+)", re.S)
@@ -380,6 +381,7 @@ DEMO_CALLS: dict[str, dict[str, Any]] = {
     "post_document": {"number": "ТД00-000003"},
     "get_counterparty": {"name": "ромашка"},
     "list_staff": {"department": "Бухгалтерия"},
+    "current_user": {},
 }
 
 
@@ -531,6 +533,202 @@ def test_prompt_arguments_are_substituted_and_required(onec: OneCEmulator, http:
     assert "2024-01-01" in text and "2024-03-31" in text and "АО «Вектор»" in text
     missing = rpc(http, onec, "prompts/get", {"name": "sales_analysis", "arguments": {"period_start": "2024-01-01"}})
     assert "period_end" in internal_text(missing)
+
+
+# --- 1C users and their rights -------------------------------------------------------------
+
+ALL_TOOLS = list(DEMO_CALLS)
+PERSONAL_CARD = "file:///Контрагенты/Ромашка.md"
+
+
+def basic(user: str, password: str, encoding: str = "utf-8") -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode(encoding)).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
+
+
+def rpc_as(
+    onec: OneCEmulator,
+    login: tuple[str, str],
+    method: str,
+    params: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    payload = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}
+    return httpx.post(onec.rpc_url, json=payload, headers={**basic(*login), **(headers or {})}, timeout=5)
+
+
+def result_as(onec: OneCEmulator, login: tuple[str, str], method: str, params: dict[str, Any] | None = None) -> Any:
+    reply = rpc_as(onec, login, method, params).json()
+    assert "error" not in reply, reply
+    return reply["result"]
+
+
+@pytest.mark.parametrize(
+    ("login", "tools"),
+    [
+        (("demo", "demo"), ALL_TOOLS),
+        (("accountant", "accountant"), ALL_TOOLS),
+        (("Иванов", "пароль"), ALL_TOOLS),
+        (("storekeeper", "storekeeper"), [name for name in ALL_TOOLS if name not in ("post_document", "list_staff")]),
+    ],
+)
+def test_each_user_sees_the_tools_and_resources_of_its_rights(
+    onec: OneCEmulator, login: tuple[str, str], tools: list[str]
+) -> None:
+    assert [tool["name"] for tool in result_as(onec, login, "tools/list")["tools"]] == tools
+    uris = [resource["uri"] for resource in result_as(onec, login, "resources/list")["resources"]]
+    assert (PERSONAL_CARD in uris) is (login[0] != "storekeeper") and len(uris) >= 4
+    assert len(result_as(onec, login, "prompts/list")["prompts"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "text"),
+    [
+        ("tools/call", {"name": "post_document", "arguments": {"number": "ТД00-000003"}},
+         "Недостаточно прав для выполнения инструмента 'post_document'"),
+        ("tools/call", {"name": "list_staff", "arguments": {}},
+         "Недостаточно прав для выполнения инструмента 'list_staff'"),
+        ("resources/read", {"uri": PERSONAL_CARD}, f"Недостаточно прав для чтения ресурса '{PERSONAL_CARD}'"),
+    ],
+)  # fmt: skip
+def test_storekeeper_calling_a_hidden_item_gets_1c_rights_error(
+    onec: OneCEmulator, method: str, params: dict[str, Any], text: str
+) -> None:
+    response = rpc_as(onec, ("storekeeper", "storekeeper"), method, params)
+    assert response.status_code == 200  # a JSON-RPC error, as every 1C error
+    assert internal_text(response.json()) == text
+    assert response.json()["error"]["message"].startswith(
+        "Внутренняя ошибка сервера: {ОбщийМодуль.mcp_APIBackend.Модуль("
+    )
+    assert onec.state.user_calls["storekeeper", method] == 1
+
+
+def test_storekeeper_still_runs_the_tools_of_its_role(onec: OneCEmulator) -> None:
+    login = ("storekeeper", "storekeeper")
+    answer = result_as(onec, login, "tools/call", {"name": "query_sales", "arguments": {**PERIOD, "limit": 1}})
+    assert answer["isError"] is False and answer["structuredContent"]["count"] == 1
+
+
+def test_user_without_right_to_the_service_gets_403_page_with_1c_reason(onec: OneCEmulator) -> None:
+    response = rpc_as(onec, ("norights", "norights"), "tools/list")
+    assert_html(response, 403)
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "Недостаточно прав для использования HTTP-сервиса mcp" in response.text
+    assert "www-authenticate" not in response.headers  # the login is right: asking again will not help
+    assert SESSION_COOKIE not in response.cookies
+    assert onec.state.user_calls["norights", "HTTP 403"] == 1 and onec.state.calls["tools/list"] == 0
+
+
+@pytest.mark.parametrize(
+    "login",
+    [("accountant", "wrong"), ("storekeeper", "accountant"), ("Иванов", "Пароль"), ("nobody", "nobody"),
+     ("norights", "wrong")],
+)  # fmt: skip
+def test_wrong_password_or_unknown_user_gets_401_with_basic_challenge(
+    onec: OneCEmulator, login: tuple[str, str]
+) -> None:
+    response = rpc_as(onec, login, "tools/list")
+    assert_html(response, 401)
+    assert response.headers["www-authenticate"] == 'Basic realm="1C"'
+    assert onec.state.calls["HTTP 401"] == 1 and not onec.state.user_calls
+
+
+def test_cyrillic_login_is_read_as_utf8(onec: OneCEmulator) -> None:
+    assert result_as(onec, ("Иванов", "пароль"), "tools/list")["tools"]
+    with httpx.Client(auth=("Иванов", "пароль"), timeout=5) as client:  # the client's own Basic encoding
+        assert client.post(onec.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).status_code == 200
+    payload = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    in_cp1251 = httpx.post(onec.rpc_url, json=payload, headers=basic("Иванов", "пароль", "cp1251"))
+    assert_html(in_cp1251, 401)
+
+
+def current_user_text(onec: OneCEmulator, login: tuple[str, str], headers: dict[str, str] | None = None) -> str:
+    reply = rpc_as(onec, login, "tools/call", {"name": "current_user", "arguments": {}}, headers).json()
+    assert reply["result"]["isError"] is False
+    return reply["result"]["content"][0]["text"]
+
+
+def test_current_user_names_the_1c_user_and_its_roles(onec: OneCEmulator) -> None:
+    assert current_user_text(onec, ("accountant", "accountant")) == (
+        "Пользователь 1С: accountant\nПолное имя: Бухгалтер\nРоли: Бухгалтер"
+    )
+    assert current_user_text(onec, ("Иванов", "пароль")).splitlines()[:2] == [
+        "Пользователь 1С: Иванов",
+        "Полное имя: Иванов Иван Иванович",
+    ]
+    assert current_user_text(onec, ("storekeeper", "storekeeper")).endswith("Роли: Кладовщик")
+    assert current_user_text(onec, ("demo", "demo")).endswith("Роли: ПолныеПрава")
+
+
+def test_current_user_shows_whom_a_service_account_acts_for(onec: OneCEmulator) -> None:
+    person = "Петрова Мария Сергеевна"
+    headers = {"X-MCP-User": quote(person)}
+    assert headers["X-MCP-User"].isascii()
+    text = current_user_text(onec, ("demo", "demo"), headers)
+    assert text.splitlines() == [
+        "Пользователь 1С: demo",
+        "Полное имя: Служебная учётная запись MCP",
+        "Роли: ПолныеПрава",
+        f"Действует от имени: {person}",
+    ]
+    reply = rpc_as(onec, ("demo", "demo"), "tools/call", {"name": "current_user"}, headers).json()
+    assert reply["result"]["structuredContent"]["ДействуетОтИмени"] == person
+    assert "Действует от имени" not in current_user_text(onec, ("demo", "demo"), {"X-MCP-User": ""})
+
+
+def test_current_user_without_authentication(onec: OneCEmulator) -> None:
+    onec.state.username = ""
+    reply = httpx.post(onec.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                           "params": {"name": "current_user"}}).json()  # fmt: skip
+    assert reply["result"]["content"][0]["text"].startswith("Пользователь 1С: не задан")
+    assert onec.state.user_calls["", "tools/call"] == 1
+
+
+def test_calls_are_counted_per_1c_user(onec: OneCEmulator) -> None:
+    result_as(onec, ("accountant", "accountant"), "tools/list")
+    result_as(onec, ("accountant", "accountant"), "tools/call", {"name": "get_metadata"})
+    result_as(onec, ("Иванов", "пароль"), "tools/list")
+    httpx.get(onec.url + "/hs/mcp/manifest", auth=("storekeeper", "storekeeper"))
+    assert onec.state.calls["tools/list"] == 2
+    assert onec.state.user_calls["accountant", "tools/list"] == 1
+    assert onec.state.user_calls["Иванов", "tools/list"] == 1
+    assert onec.state.calls_as("accountant") == {"tools/list": 1, "tools/call": 1, "session opened": 2}
+    assert onec.state.calls_as("storekeeper")["GET manifest"] == 1
+    assert onec.state.calls_as("demo").total() == 0
+    onec.state.reset_counters()
+    assert not onec.state.user_calls and onec.state.calls_as("accountant").total() == 0
+
+
+def test_a_session_belongs_to_the_user_who_opened_it(onec: OneCEmulator) -> None:
+    payload = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+
+    def send(login: tuple[str, str], session: str) -> httpx.Response:
+        headers = {**basic(*login), "Cookie": f"{SESSION_COOKIE}={session}"}
+        return httpx.post(onec.rpc_url, json=payload, headers=headers)
+
+    accountants = httpx.post(onec.rpc_url, json=payload, auth=("accountant", "accountant")).cookies[SESSION_COOKIE]
+    storekeepers = send(("storekeeper", "storekeeper"), accountants)  # another user's cookie: a session of its own
+    assert storekeepers.json()["result"] and storekeepers.cookies[SESSION_COOKIE] != accountants
+    assert SESSION_COOKIE not in send(("accountant", "accountant"), accountants).cookies  # still the accountant's
+    onec.state.expire_sessions()
+    assert send(("storekeeper", "storekeeper"), accountants).json()["result"]  # not its session: served
+    gone = send(("accountant", "accountant"), accountants)
+    assert (gone.status_code, gone.text) == (400, NOT_JSON_BODY)
+    assert onec.state.user_calls["accountant", "session expired"] == 1
+
+
+def test_added_tools_can_need_a_right_and_see_the_call_context(onec: OneCEmulator) -> None:
+    def whoami(arguments: dict[str, Any], context: CallContext) -> dict[str, Any]:
+        return text_result(f"{context.user.name} / {context.acting_for}")
+
+    definition = {"name": "whoami", "inputSchema": {"type": "object"}}
+    onec.state.add_tool(definition, whoami, right=RIGHT_POSTING, takes_context=True)
+    reply = rpc_as(onec, ("Иванов", "пароль"), "tools/call", {"name": "whoami"}, {"X-MCP-User": "%D0%AF"}).json()
+    assert reply["result"]["content"][0]["text"] == "Иванов / Я"
+    names = [tool["name"] for tool in result_as(onec, ("storekeeper", "storekeeper"), "tools/list")["tools"]]
+    assert "whoami" not in names
+    refused = rpc_as(onec, ("storekeeper", "storekeeper"), "tools/call", {"name": "whoami"}).json()
+    assert internal_text(refused) == "Недостаточно прав для выполнения инструмента 'whoami'"
 
 
 # --- chart.py -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from mcp import types
 
 from py_server.callers import Caller
 from py_server.config import Settings
-from py_server.policy import Policy, Rules, SamePolicyForAll
+from py_server.policy import BasePolicy, Denial, Kind, Policy, Rule, Rules, SamePolicyForAll
 
 READ = types.ToolAnnotations(read_only_hint=True)
 TOOLS = [
@@ -135,3 +135,44 @@ def test_every_caller_gets_the_same_policy_by_default() -> None:
     shared = policy(tools_deny="x")
     resolver = SamePolicyForAll(shared)
     assert resolver.policy_for(Caller("ivanov", "stdio")) is resolver.policy_for(Caller("bearer", "sse", "s1"))
+
+
+def test_rules_from_a_table_name_where_each_rule_is_written() -> None:
+    rules = Rules.from_table({"tools_deny": ["post_*"], "read_only": True}, "MCP_POLICY_FILE [groups.interns]")
+    assert rules.tools_deny == Rule("MCP_POLICY_FILE [groups.interns] tools_deny", ("post_*",))
+    assert rules.prompts_allow == Rule("MCP_POLICY_FILE [groups.interns] prompts_allow")
+    assert rules.read_only and rules.read_only_setting == "MCP_POLICY_FILE [groups.interns] read_only"
+    denial = Policy(rules).check_tool("post_document", TOOLS[2])
+    assert denial is not None and denial.message("tools", "post_document") == (
+        "The tool 'post_document' is hidden by the proxy's policy, "
+        "MCP_POLICY_FILE [groups.interns] tools_deny (pattern 'post_*')"
+    )
+
+
+def test_a_tables_read_only_points_to_its_own_read_only_tools() -> None:
+    policy = Policy(Rules.from_table({"read_only": True}, "MCP_POLICY_FILE [groups.interns]"))
+    denial = policy.check_tool("query_sales", TOOLS[1])
+    assert denial is not None and denial.message("tools", "query_sales") == (
+        "The tool 'query_sales' is hidden by the proxy's policy, MCP_POLICY_FILE [groups.interns] read_only: "
+        "it does not declare annotations.readOnlyHint; "
+        "name it in MCP_POLICY_FILE [groups.interns] read_only_tools if it only reads"
+    )
+
+
+def test_the_global_read_only_denial_still_names_its_settings() -> None:
+    denial = policy(read_only=True).check_tool("query_sales", TOOLS[1])
+    assert denial is not None and denial.setting == "MCP_READ_ONLY"
+    assert denial.detail.endswith("name it in MCP_READ_ONLY_TOOLS if it only reads")
+
+
+def test_the_lists_follow_from_the_item_checks_of_any_policy() -> None:
+    class OnlyReports(BasePolicy):
+        def check(self, kind: Kind, name: str) -> Denial | None:
+            return None if "report" in name else Denial("test")
+
+        def check_tool(self, name: str, tool: types.Tool | None) -> Denial | None:
+            return self.check("tools", name)
+
+    only = OnlyReports()
+    assert only.visible_prompts(PROMPTS) == [PROMPTS[1]]
+    assert only.visible_tools(TOOLS) == [] and only.visible_resources(RESOURCES) == []

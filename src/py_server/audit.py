@@ -144,8 +144,10 @@ class AuditLog:
         backups: int,
         include_arguments: bool,
         clock: Callable[[], float] = time.perf_counter,
+        service_user: str | None = None,
     ) -> None:
         self.enabled = True
+        self.service_user = service_user or None  # the 1C user of calls made with the settings' account
         self.include_arguments = include_arguments
         self.clock = clock  # monotonic seconds for durations; wall time would jump with NTP or DST
         self._handler: _ReportingHandler
@@ -174,6 +176,7 @@ class AuditLog:
             max_bytes=round(settings.audit_max_mb * MEGABYTE),
             backups=settings.audit_backups,
             include_arguments=settings.audit_arguments,
+            service_user=settings.onec_username,
         )
         # The absolute path: a relative one is relative to wherever the MCP client started the proxy.
         logger.info("audit log: %s", audit.target)
@@ -285,6 +288,8 @@ class AuditRecord:
         entry: dict[str, Any] = {
             "time": self._started_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "who": self._caller.name,
+            # The 1C user the call ran as: the person's own login (passthrough), else the service account's.
+            "onec_user": self._caller.identity.onec_user or self._log.service_user,
             "session": self._caller.session_id,
             "transport": self._caller.transport,
             "method": self._method,

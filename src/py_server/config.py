@@ -396,18 +396,49 @@ def is_loopback_host(host: str) -> bool:
         return False  # a host name: it may resolve to any interface
 
 
+def authenticates_clients(settings: Settings) -> bool:
+    """True when every HTTP client must prove who it is: a bearer token, OAuth, or its own 1C login."""
+    return settings.auth_token is not None or settings.oauth_enabled or settings.onec_auth == "passthrough"
+
+
 def require_safe_exposure(settings: Settings) -> None:
-    """Refuse to serve HTTP beyond loopback without a bearer token, unless MCP_ALLOW_UNAUTHENTICATED says so.
+    """Refuse to serve HTTP beyond loopback without authentication, unless MCP_ALLOW_UNAUTHENTICATED says so.
 
     The Host allow-list (MCP_ALLOWED_HOSTS) guards against DNS rebinding; it is not access control.
     """
-    if is_loopback_host(settings.host) or settings.auth_token is not None or settings.allow_unauthenticated:
+    if is_loopback_host(settings.host) or authenticates_clients(settings) or settings.allow_unauthenticated:
         return
     raise ConfigError(
         f"MCP_HOST={settings.host} serves other machines, but MCP_AUTH_TOKEN is not set: set MCP_AUTH_TOKEN to a "
         'long random string (python -c "import secrets; print(secrets.token_urlsafe(32))"), '
+        "or sign users in (MCP_OAUTH_ISSUER, MCP_ONEC_AUTH=passthrough), "
         "or set MCP_ALLOW_UNAUTHENTICATED=true if this is meant"
     )
+
+
+def require_consistent_identity(settings: Settings) -> None:
+    """The identity settings fit together; else one line that says what to change."""
+    if settings.oauth_enabled and settings.auth_token is not None:
+        raise ConfigError(
+            "MCP_AUTH_TOKEN and MCP_OAUTH_ISSUER are both set: clients send one bearer token, so choose one "
+            "(OAuth signs each user in; the static token is one shared credential)"
+        )
+    if settings.oauth_enabled and not settings.oauth_audience:
+        raise ConfigError(
+            "MCP_OAUTH_ISSUER is set but MCP_OAUTH_AUDIENCE is not: set it to the audience your identity provider "
+            "puts in tokens for this proxy (often its URL, e.g. https://proxy.example.com/mcp)"
+        )
+    if settings.oauth_audience and not settings.oauth_enabled:
+        raise ConfigError("MCP_OAUTH_AUDIENCE is set but MCP_OAUTH_ISSUER is not: set the issuer to turn OAuth on")
+    if settings.policy_file is not None and not settings.oauth_enabled:
+        raise ConfigError(
+            f"MCP_POLICY_FILE={settings.policy_file} maps the groups of signed-in users, but MCP_OAUTH_ISSUER is "
+            "not set: turn OAuth on, or use MCP_TOOLS_ALLOW/_DENY and MCP_READ_ONLY for everybody"
+        )
+    for name in ("oauth_issuer", "oauth_jwks_url", "oauth_resource"):
+        value = getattr(settings, name)
+        if value is not None and not value.lower().startswith(("https://", "http://")):
+            raise ConfigError(f"{env_name(name)} must be an http:// or https:// URL, got {value!r}")
 
 
 def require_onec_url(settings: Settings) -> str:

@@ -103,11 +103,23 @@ class Health:
         self._extras = SharedResult(self._extras_status, reuse=reuse)
 
     async def _snapshot(self) -> Snapshot:
+        started = time.perf_counter()
         try:
             rtt = await self._proxy.client.probe(self._probe_timeout)
+        except OneCAuthError as exc:
+            if exc.status_code == 401 and self._asks_each_user:
+                # 1C answered and asks for a login: each user brings their own, so 1C is up.
+                return Snapshot(round((time.perf_counter() - started) * 1000, 1), None)
+            return Snapshot(None, exc)
         except OneCError as exc:
             return Snapshot(None, exc)
         return Snapshot(round(rtt * 1000, 1), None)
+
+    @property
+    def _asks_each_user(self) -> bool:
+        """Passthrough without a service account: the probe has no login of its own to send."""
+        settings = self._proxy.settings
+        return settings.onec_auth == "passthrough" and not settings.onec_username
 
     async def _extras_status(self) -> list[ExtraStatus]:
         return list(await asyncio.gather(*(extra.status() for extra in self._proxy.extras)))
@@ -145,6 +157,7 @@ class Health:
             "uptime_s": round(time.monotonic() - proxy.started_at, 1),
             "onec": onec,
             "sessions": proxy.sessions.counts(),
+            "identities": proxy.upstreams.status(),
             "local_tools": proxy.registry.names,
             "shadowed_tools": proxy.shadowed_tools,
             "extras": {status.name: status.as_dict() for status in extras},

@@ -3,41 +3,49 @@
 * Host: only allowed names (loopback by default, plus MCP_ALLOWED_HOSTS), against DNS rebinding.
 * Origin: a request that carries one must come from an allowed origin (MCP_ALLOWED_ORIGINS, or the
   proxy's own loopback origin); `Origin: null` (sandboxed frames, file pages) is foreign.
-* Bearer token: with MCP_AUTH_TOKEN set, every path needs `Authorization: Bearer <token>` (compared
-  in constant time) except the few public ones, matched exactly. Deny by default: whatever path
-  spelling, method or mount a request uses (`/mcp/`, `HEAD`, `/messages`), if it is not one of the
-  public paths it needs the token, so a route added later cannot open a door.
+* Who: the `identity.http_auth.Authenticator` (the bearer token or an OAuth JWT, and with
+  passthrough the person's 1C login). Deny by default: whatever path spelling, method or mount a
+  request uses (`/mcp/`, `HEAD`, `/messages`), if it is not one of the public paths it needs the
+  credentials, so a route added later cannot open a door.
 
-A request with a valid token carries `scope["user"]` (the SDK's `AuthenticatedUser`): the SDK then
-binds each Streamable HTTP and SSE session to the credential that opened it, and `/health` shows
-its detail. Rejections are logged; the logging setup rate-limits this logger against floods.
+A request that passes carries `scope["user"]` (a `ProxyUser`, the SDK's `AuthenticatedUser` with
+our `Identity`): the SDK then binds each Streamable HTTP and SSE session to the credential that
+opened it, `/health` shows its detail, and handlers know who asks. Rejections are logged; the
+logging setup rate-limits this logger against floods.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .callers import ProxyUser
 from .config import Settings
+from .identity.http_auth import Authenticator, Refusal
 
-__all__ = ["LOOPBACK_NAMES", "PUBLIC_PATHS", "RequestGuard", "allowed_hostnames", "is_authenticated"]
+__all__ = [
+    "LOOPBACK_NAMES",
+    "METADATA_PATH",
+    "PUBLIC_PATHS",
+    "RequestGuard",
+    "allowed_hostnames",
+    "is_authenticated",
+    "metadata_url",
+]
 
 logger = logging.getLogger(__name__)
 
-# Open without the token: the index and the health endpoints (which show only a status and a
-# one-line reason unless the caller is authenticated).
+# Open without credentials: the index and the health endpoints (which show only a status and a
+# one-line reason unless the caller is authenticated), and the OAuth protected resource metadata.
 PUBLIC_PATHS = frozenset({"/", "/health", "/health/live", "/health/ready"})
+METADATA_PATH = "/.well-known/oauth-protected-resource"
 PUBLIC_METHODS = frozenset({"GET", "HEAD"})
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 ANY = "*"
-TOKEN_CLIENT_ID = "bearer-token"  # the credential's name in logs and session ownership; never the secret
 
 
 def _hostname(host_header: str) -> str:
@@ -70,9 +78,42 @@ def is_authenticated(scope: Scope) -> bool:
     return isinstance(scope.get("user"), AuthenticatedUser)
 
 
+def is_public(scope: Scope) -> bool:
+    if scope["method"] not in PUBLIC_METHODS:
+        return False
+    path = route_path(scope)
+    return path in PUBLIC_PATHS or path == METADATA_PATH or path.startswith(METADATA_PATH + "/")
+
+
+def endpoint_of(path: str) -> str:
+    """The MCP endpoint a path belongs to ("/mcp", "/sse"), or "" for the server as a whole."""
+    path = path.rstrip("/")
+    if path.startswith("/messages") or path == "/sse":
+        return "/sse"
+    return "/mcp" if path == "/mcp" else ""
+
+
+def resource_url(settings: Settings, scope: Scope, endpoint: str) -> str:
+    """This server's resource URL (RFC 8707/9728) for `endpoint`: MCP_OAUTH_RESOURCE, else as requested."""
+    if settings.oauth_resource:
+        return settings.oauth_resource
+    headers = Headers(scope=scope)
+    host = headers.get("host") or "localhost"
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{endpoint}"
+
+
+def metadata_url(settings: Settings, scope: Scope) -> str:
+    """Where a client finds the protected resource metadata for the endpoint it asked (RFC 9728 §3.1)."""
+    resource = resource_url(settings, scope, endpoint_of(route_path(scope)))
+    scheme, _, rest = resource.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host}{METADATA_PATH}{slash}{path}".rstrip("/")
+
+
 class RequestGuard:
-    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, authenticator: Authenticator | None = None) -> None:
         self.app = app
+        self.settings = settings
         self.hostnames = allowed_hostnames(settings)
         # The proxy's own pages (same origin on loopback) are always allowed.
         own = {
@@ -81,23 +122,34 @@ class RequestGuard:
             for name in ("127.0.0.1", "localhost", "[::1]")
         }
         self.origins = set(settings.allowed_origins) | own
-        self.token = settings.auth_token.get_secret_value().encode() if settings.auth_token else None
-        if self.token is not None:
-            # Who opened a session, for the SDK's session binding; a digest, so the token is never kept twice.
-            fingerprint = hashlib.sha256(self.token).hexdigest()[:16]
-            self.user = AuthenticatedUser(AccessToken(token=fingerprint, client_id=TOKEN_CLIENT_ID, scopes=[]))
+        self.auth = authenticator or Authenticator.from_settings(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rejection = self._check(scope, Headers(scope=scope))
+        headers = Headers(scope=scope)
+        rejection = self._check_origin(headers)
+        if rejection is None and self.auth.required:
+            rejection = await self._authenticate(scope, headers)
         if rejection is not None:
             await rejection(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope, headers: Headers) -> PlainTextResponse | None:
+    async def _authenticate(self, scope: Scope, headers: Headers) -> ASGIApp | None:
+        where = metadata_url(self.settings, scope) if self.auth.uses_oauth else None
+        outcome = await self.auth.authenticate(headers, where)
+        if isinstance(outcome, ProxyUser):
+            scope["user"] = outcome
+            return None
+        if outcome is None or is_public(scope):
+            return None
+        assert isinstance(outcome, Refusal)
+        logger.warning("rejected a request (HTTP %d): %s", outcome.status_code, outcome.message)
+        return outcome.response()
+
+    def _check_origin(self, headers: Headers) -> PlainTextResponse | None:
         host = headers.get("host", "")
         if ANY not in self.hostnames and _hostname(host).lower() not in self.hostnames:
             logger.warning("rejected a request with a Host that is not allowed (allow it with MCP_ALLOWED_HOSTS)")
@@ -108,22 +160,7 @@ class RequestGuard:
             logger.warning("rejected a request from an Origin that is not allowed (allow it with MCP_ALLOWED_ORIGINS)")
             logger.debug("rejected Origin %r", origin[:200])
             return PlainTextResponse("Invalid Origin header", status_code=403)
-        if self.token is None:
-            return None
-        if self._token_matches(headers):
-            scope["user"] = self.user
-            return None
-        if route_path(scope) in PUBLIC_PATHS and scope["method"] in PUBLIC_METHODS:
-            return None
-        logger.warning("rejected a request without a valid bearer token")
-        return PlainTextResponse(
-            "Missing or invalid bearer token", status_code=401, headers={"WWW-Authenticate": "Bearer"}
-        )
+        return None
 
     def _origin_allowed(self, origin: str) -> bool:
         return ANY in self.origins or origin in self.origins
-
-    def _token_matches(self, headers: Headers) -> bool:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        assert self.token is not None
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.token)

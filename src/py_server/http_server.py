@@ -7,6 +7,7 @@ GET  /health/ready   200 when 1C answers, 503 otherwise
 GET  /sse            legacy HTTP+SSE transport; the client POSTs to /messages/?session_id=...
 POST /messages/
 /mcp                 Streamable HTTP (both protocol eras)
+GET  /.well-known/oauth-protected-resource[/mcp|/sse]   RFC 9728 metadata (with MCP_OAUTH_ISSUER)
 
 Everything a client can hold open (Streamable HTTP sessions, SSE streams, listen streams) counts
 against MCP_MAX_SESSIONS; idle ones close after MCP_SESSION_IDLE_TIMEOUT; request bodies are capped
@@ -29,8 +30,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.auth import ProtectedResourceMetadata
 from mcp.types import INTERNAL_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import AnyHttpUrl
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -41,12 +44,22 @@ from . import __version__
 from .config import Settings
 from .health import Health
 from .http_connections import head_timeout_protocol
-from .http_security import RequestGuard, is_authenticated
+from .http_security import METADATA_PATH, RequestGuard, is_authenticated, resource_url
+from .identity.http_auth import Authenticator
+from .identity.oauth import JWTVerifier
 from .mcp_server import MCPProxy
 
 __all__ = ["CORS_HEADERS", "create_app", "uvicorn_options"]
 
-CORS_HEADERS = ["Authorization", "Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-ID"]
+CORS_HEADERS = [
+    "Authorization",
+    "X-OneC-Authorization",
+    "Content-Type",
+    "Accept",
+    "Mcp-Session-Id",
+    "Mcp-Protocol-Version",
+    "Last-Event-ID",
+]
 MIB = 1024 * 1024
 KEEP_ALIVE_COMMENT = b": ping\r\n\r\n"
 
@@ -266,8 +279,19 @@ class _FinishStreams:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def create_app(proxy: MCPProxy) -> FastAPI:
+def create_app(proxy: MCPProxy, *, verifier: JWTVerifier | None = None) -> FastAPI:
+    """The HTTP front-end of `proxy`. `verifier` checks OAuth tokens; made from the settings when
+    MCP_OAUTH_ISSUER is set and none is given."""
     settings = proxy.settings
+    if verifier is None and settings.oauth_enabled:
+        verifier = JWTVerifier.from_settings(settings)
+    authenticator = Authenticator.from_settings(
+        settings,
+        verifier=verifier,
+        group_claim=getattr(proxy.policies, "claim", None),
+        admits=getattr(proxy.policies, "admits", None),
+        verify_login=proxy.upstreams.verify,
+    )
     max_body = int(settings.max_request_mb * MIB)
     sse = SseServerTransport("/messages/", max_request_body_size=max_body)
     manager = StreamableHTTPSessionManager(
@@ -284,15 +308,19 @@ def create_app(proxy: MCPProxy) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with proxy.running(), manager.run():
-            yield
+        try:
+            async with proxy.running(), manager.run():
+                yield
+        finally:
+            if verifier is not None:
+                await verifier.aclose()
 
     app = FastAPI(
         title="onec-mcp-proxy", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
 
     def may_see_detail(request: Request) -> bool:
-        return settings.auth_token is None or is_authenticated(request.scope)
+        return not authenticator.required or is_authenticated(request.scope)
 
     @app.get("/")
     async def index(request: Request) -> dict[str, Any]:
@@ -307,7 +335,7 @@ def create_app(proxy: MCPProxy) -> FastAPI:
                 "messages": "/messages/",
                 "streamable_http": "/mcp",
             },
-            "auth": "bearer" if settings.auth_token else "none",
+            "auth": _auth_scheme(settings),
         }
         if may_see_detail(request):
             info["onec_url"] = proxy.client.base_url
@@ -327,12 +355,33 @@ def create_app(proxy: MCPProxy) -> FastAPI:
         status, body = await health.report(detail=False)
         return JSONResponse(body, status_code=status)
 
+    if verifier is not None:
+        oauth_verifier = verifier
+
+        async def protected_resource_metadata(request: Request) -> JSONResponse:
+            endpoint = request.path_params.get("endpoint", "")
+            resource = resource_url(settings, request.scope, f"/{endpoint}" if endpoint else "")
+            metadata = ProtectedResourceMetadata(
+                resource=AnyHttpUrl(resource),
+                authorization_servers=[AnyHttpUrl(oauth_verifier.metadata_issuer)],
+                scopes_supported=settings.oauth_scopes or None,
+                resource_name=settings.server_name,
+            ).model_dump(mode="json", exclude_none=True)
+            # Validated by the SDK's model, sent as written: a URL type would add a "/" to a bare-host
+            # issuer, and clients compare the issuer byte for byte with the provider's own metadata.
+            metadata.update(resource=resource, authorization_servers=[oauth_verifier.metadata_issuer])
+            return JSONResponse(metadata, headers={"Cache-Control": "public, max-age=3600"})
+
+        app.router.routes.append(Route(METADATA_PATH, protected_resource_metadata, methods=["GET"]))
+        app.router.routes.append(
+            Route(METADATA_PATH + "/{endpoint:path}", protected_resource_metadata, methods=["GET"])
+        )
     app.router.routes.append(Route("/sse", endpoint=_FinishStreams(sse_endpoint), methods=["GET"]))
     app.router.routes.append(Mount("/messages/", app=sse.handle_post_message))
     # Route, not Mount: clients POST to exactly /mcp, with no redirect to /mcp/.
     app.router.routes.append(Route("/mcp", endpoint=_FinishStreams(mcp_endpoint)))
 
-    app.add_middleware(RequestGuard, settings=settings)
+    app.add_middleware(RequestGuard, settings=settings, authenticator=authenticator)
     if settings.allowed_origins:  # added last = outermost, so preflights never reach the guard
         app.add_middleware(
             CORSMiddleware,
@@ -342,3 +391,10 @@ def create_app(proxy: MCPProxy) -> FastAPI:
             expose_headers=["Mcp-Session-Id"],
         )
     return app
+
+
+def _auth_scheme(settings: Settings) -> str:
+    """How clients authenticate, for `/` (names only, never a value)."""
+    bearer = "oauth" if settings.oauth_enabled else "bearer" if settings.auth_token else None
+    login = "onec-basic" if settings.onec_auth == "passthrough" else None
+    return "+".join(part for part in (bearer, login) if part) or "none"

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import DEFAULT_ENV_FILE, Settings, is_loopback_host, load_settings, require_safe_exposure
+from .config import (
+    DEFAULT_ENV_FILE,
+    Settings,
+    authenticates_clients,
+    is_loopback_host,
+    load_settings,
+    require_safe_exposure,
+)
 from .errors import ConfigError, ProxyError
 from .logging_setup import configure_logging
 from .redaction import Redactor
@@ -134,6 +141,12 @@ def _run_stdio(settings: Settings) -> int:
 
     with _backends(settings) as effective:
         proxy = build_proxy(effective)
+        if settings.onec_auth == "passthrough" or settings.oauth_enabled:
+            # One person per stdio proxy: their own 1C login is MCP_ONEC_USERNAME in their client's config.
+            logger.warning(
+                "MCP_ONEC_AUTH=passthrough and MCP_OAUTH_* apply to HTTP clients; over stdio the proxy reaches 1C "
+                "as MCP_ONEC_USERNAME"
+            )
         logger.info("onec-mcp-proxy %s on stdio, 1C at %s", __version__, proxy.client.base_url)
         anyio.run(run_stdio, proxy)
     return EXIT_OK
@@ -150,7 +163,7 @@ def _run_http(settings: Settings) -> int:
         proxy = build_proxy(effective)
         if settings.host in ("0.0.0.0", "::") and not settings.allowed_hosts:
             logger.warning("listening on all interfaces: set MCP_ALLOWED_HOSTS to the names clients use")
-        if not is_loopback_host(settings.host) and settings.auth_token is None:
+        if not is_loopback_host(settings.host) and not authenticates_clients(settings):
             logger.warning(
                 "listening on %s without MCP_AUTH_TOKEN (MCP_ALLOW_UNAUTHENTICATED=true): "
                 "anyone who can connect can use 1C",

@@ -5,8 +5,9 @@ failures into what MCP clients expect: a failing tool is an `isError` result, an
 JSON-RPC error naming it, a 1C outage during a call is an `isError` result that says so.
 
 Every request walks one path: who asks (`callers`), the audit record (`audit`), the caller's
-policy (`policy`), the call, then personal-data masking (`masking`) of what goes back. The
-handlers only put these together; each concern lives in its own module.
+policy (`policy`), the 1C connection for the caller's identity (`upstreams`), the call, then
+personal-data masking (`masking`) of what goes back. The handlers only put these together; each
+concern lives in its own module.
 
     proxy = MCPProxy(settings, client, extras)
     async with proxy.running():
@@ -42,6 +43,7 @@ from .onec_mapping import to_call_result, to_prompt_result, to_read_result
 from .policy import Denial, Policy, PolicyResolver, Rules, SamePolicyForAll
 from .redaction import clip
 from .sessions import SessionGate
+from .upstreams import IdentityLimitError, OneCConnection, UpstreamRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,6 @@ class MCPProxy:
         policies: PolicyResolver | None = None,
     ) -> None:
         self.settings = settings
-        self.client = client
         self.extras = list(extras)
         self.registry = ToolRegistry([tool for extra in self.extras for tool in extra.tools])
         self.policies = policies or SamePolicyForAll(Policy(Rules.from_settings(settings)))
@@ -108,9 +109,9 @@ class MCPProxy:
         # 1C polling pauses while no client could hear list_changed and nobody asks for a TTL. Right
         # for stdio too: its one client is counted (handshake session or listen stream) or, if it
         # does neither, would never hear list_changed anyway, and its next request resumes polling.
-        self.catalog = Catalog(
+        self.upstreams = UpstreamRegistry(
+            settings,
             client,
-            ttl=settings.catalog_ttl,
             on_change=self._catalog_changed,
             connected_clients=lambda: self.notifier.session_count + self.notifier.listen_count,
         )
@@ -122,20 +123,29 @@ class MCPProxy:
         self._policy_warnings: set[str] = set()
         self.server = self._build_server()
 
+    @property
+    def client(self) -> OneCClient:
+        """The service account's 1C client (health, check, the shared catalog)."""
+        return self.upstreams.service.client
+
+    @property
+    def catalog(self) -> Catalog:
+        """The service account's catalog: what `check`, `/health` and capabilities report."""
+        return self.upstreams.service.catalog
+
     # --- lifecycle ----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[MCPProxy]:
         """Refresh the catalog in the background; close 1C and upstream clients on exit."""
         try:
-            async with self.notifier.running(), self.catalog.running():
+            async with self.notifier.running(), self.upstreams.running():
                 yield self
         finally:
             self.notifier.close()
             self.audit.close()
             for extra in self.extras:
                 await extra.aclose()
-            await self.client.aclose()
 
     def initialization_options(self) -> InitializationOptions:
         return self.server.create_initialization_options()
@@ -173,23 +183,29 @@ class MCPProxy:
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
     ) -> types.ListToolsResult:
-        onec_tools = await self.catalog.items("tools")
+        caller = caller_of(ctx)
+        onec = await self._connection(caller)
+        onec_tools = await onec.catalog.items("tools")
         self._note_shadowed({tool.name for tool in onec_tools})
         tools = [tool for tool in onec_tools if tool.name not in self.registry]
-        policy = self.policies.policy_for(caller_of(ctx))
+        policy = self.policies.policy_for(caller)
         return types.ListToolsResult(tools=policy.visible_tools([*tools, *self.registry.definitions()]))
 
     async def _list_resources(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
     ) -> types.ListResourcesResult:
-        policy = self.policies.policy_for(caller_of(ctx))
-        return types.ListResourcesResult(resources=policy.visible_resources(await self.catalog.items("resources")))
+        caller = caller_of(ctx)
+        onec = await self._connection(caller)
+        policy = self.policies.policy_for(caller)
+        return types.ListResourcesResult(resources=policy.visible_resources(await onec.catalog.items("resources")))
 
     async def _list_prompts(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
     ) -> types.ListPromptsResult:
-        policy = self.policies.policy_for(caller_of(ctx))
-        return types.ListPromptsResult(prompts=policy.visible_prompts(await self.catalog.items("prompts")))
+        caller = caller_of(ctx)
+        onec = await self._connection(caller)
+        policy = self.policies.policy_for(caller)
+        return types.ListPromptsResult(prompts=policy.visible_prompts(await onec.catalog.items("prompts")))
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
@@ -197,31 +213,39 @@ class MCPProxy:
         name, arguments = params.name, params.arguments or {}
         caller = caller_of(ctx)
         with self._record(caller, "tools/call", name, arguments) as record:
-            definition, exists = await self._tool_definition(name)
+            onec = await self._connection(caller)
+            definition, exists = await self._tool_definition(name, onec)
             _enforce(record, "tools", name, self.policies.policy_for(caller).check_tool(name, definition))
             if not exists:
                 raise MCPError(
                     types.INVALID_PARAMS,
                     f"Unknown tool: '{clip(name)}' (neither 1C nor the proxy has a tool by that name)",
                 )
-            result = await self._masked(self.masker.mask_call_result, await self._run_tool(name, arguments))
+            result = await self._masked(self.masker.mask_call_result, await self._run_tool(name, arguments, onec))
             record.result(result)
             return result
 
-    async def _tool_definition(self, name: str) -> tuple[types.Tool | None, bool]:
+    async def _connection(self, caller: Caller) -> OneCConnection:
+        """The 1C connection for the caller's identity; no room for another person is a JSON-RPC error."""
+        try:
+            return await self.upstreams.connection(caller.identity)
+        except IdentityLimitError as exc:
+            raise MCPError(types.INTERNAL_ERROR, str(exc)) from exc
+
+    async def _tool_definition(self, name: str, onec: OneCConnection) -> tuple[types.Tool | None, bool]:
         """(definition, exists): a local tool first; a 1C tool may exist before its definition is known."""
         local = self.registry.get(name)
         if local is not None:
             return local.definition, True
-        exists = await self.catalog.has_tool(name)
-        definition = next((tool for tool in self.catalog.section("tools").items if tool.name == name), None)
+        exists = await onec.catalog.has_tool(name)
+        definition = next((tool for tool in onec.catalog.section("tools").items if tool.name == name), None)
         return definition, exists
 
-    async def _run_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def _run_tool(self, name: str, arguments: dict[str, Any], onec: OneCConnection) -> types.CallToolResult:
         if name in self.registry:
             return await self.registry.call(name, arguments)
         try:
-            return to_call_result(await self.client.call_tool(name, arguments))
+            return to_call_result(await onec.call_tool(name, arguments))
         except InvalidRequestError as exc:  # the client's arguments, not 1C: a protocol-level answer
             raise MCPError(types.INVALID_PARAMS, f"Cannot call the tool '{clip(name)}': {exc}") from exc
         except OneCRpcError as exc:  # 1C ran the call and failed: the model should read why
@@ -237,8 +261,9 @@ class MCPProxy:
         caller = caller_of(ctx)
         with self._record(caller, "resources/read", params.uri) as record:
             _enforce(record, "resources", params.uri, self.policies.policy_for(caller).check("resources", params.uri))
+            onec = await self._connection(caller)
             try:
-                result = to_read_result(await self.client.read_resource(params.uri))
+                result = to_read_result(await onec.read_resource(params.uri))
             except OneCError as exc:
                 raise self._protocol_error(f"Cannot read the 1C resource '{clip(params.uri)}'", exc) from exc
             result = await self._masked(self.masker.mask_read_result, result)
@@ -251,8 +276,9 @@ class MCPProxy:
         caller = caller_of(ctx)
         with self._record(caller, "prompts/get", params.name, params.arguments) as record:
             _enforce(record, "prompts", params.name, self.policies.policy_for(caller).check("prompts", params.name))
+            onec = await self._connection(caller)
             try:
-                result = to_prompt_result(await self.client.get_prompt(params.name, params.arguments))
+                result = to_prompt_result(await onec.get_prompt(params.name, params.arguments))
             except (OneCError, InvalidRequestError) as exc:
                 raise self._protocol_error(f"Cannot get the 1C prompt '{clip(params.name)}'", exc) from exc
             result = await self._masked(self.masker.mask_prompt_result, result)

@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,6 +46,7 @@ from .errors import (
     OneCRpcError,
     OneCTimeoutError,
 )
+from .identity import OneCLogin
 from .redaction import Redactor, clip
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "SESSION_GONE_MARKERS",
     "Discovery",
     "OneCClient",
+    "TotalSlots",
     "create_http_client",
     "strip_module_prefix",
 ]
@@ -108,21 +111,35 @@ class _Answer:
         return 200 <= self.status_code < 300
 
 
+class TotalSlots(asyncio.Semaphore):
+    """The concurrency slots every identity's client shares: what 1C runs at once, in total."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
 def strip_module_prefix(message: str) -> str:
     """Remove 1C's `{Module(line)}: ` prefixes: users need the error, not the BSL location."""
     return _MODULE_PREFIX.sub("", message)
 
 
-def create_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The one pooled HTTP client for 1C: base URL, Basic auth, timeouts, no redirects, cookies.
+def create_http_client(
+    settings: Settings, *, login: OneCLogin | None = None, max_concurrency: int | None = None
+) -> httpx.AsyncClient:
+    """The pooled HTTP client of one 1C identity: base URL, Basic auth, timeouts, no redirects, cookies.
+
+    `login` is a person's own 1C login (passthrough); None means the service account of the settings.
 
     Raises:
         ConfigError: MCP_ONEC_URL is not set.
     """
     # One connection beyond the cap: the health probe never waits for a connection held by tool calls.
-    size = settings.onec_max_concurrency + 1
+    size = (max_concurrency or settings.onec_max_concurrency) + 1
     auth = None
-    if settings.onec_username:
+    if login is not None:
+        auth = httpx.BasicAuth(login.username, login.password.get_secret_value())
+    elif settings.onec_username:
         auth = httpx.BasicAuth(settings.onec_username, settings.onec_password.get_secret_value())
     return httpx.AsyncClient(
         base_url=require_onec_url(settings) + "/",
@@ -161,6 +178,8 @@ class OneCClient:
         queue_timeout: float = 60.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         redactor: Redactor | None = None,
+        total_slots: TotalSlots | None = None,
+        login_source: str = "MCP_ONEC_USERNAME and MCP_ONEC_PASSWORD",
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
@@ -178,6 +197,11 @@ class OneCClient:
         self._max_response_bytes = max_response_bytes
         self._redact = (redactor or Redactor()).redact
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._total = total_slots  # shared with the other identities' clients: what 1C runs in total
+        self._login_source = login_source
+        # Set when 1C refuses the login (401) or the user's right to the service (403): the
+        # connection registry then makes a new connection and checks the login again.
+        self.login_refused = False
         self._in_flight = 0
         self._queued = 0
         # Exchanges holding a slot. Kept here so that they outlive a cancelled caller and aclose() can end them.
@@ -187,17 +211,28 @@ class OneCClient:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> OneCClient:
-        password = settings.onec_password.get_secret_value()
+    def from_settings(
+        cls, settings: Settings, *, login: OneCLogin | None = None, total_slots: TotalSlots | None = None
+    ) -> OneCClient:
+        """The service account's client, or with `login` a person's own (capped per identity, and in
+        total by `total_slots`)."""
+        if login is None:
+            username, password = settings.onec_username, settings.onec_password.get_secret_value()
+            cap, source = settings.onec_max_concurrency, "MCP_ONEC_USERNAME and MCP_ONEC_PASSWORD"
+        else:
+            username, password = login.username, login.password.get_secret_value()
+            cap, source = settings.identity_concurrency, "the 1C login your MCP client sends"
         return cls(
-            create_http_client(settings),
+            create_http_client(settings, login=login, max_concurrency=cap),
             rpc_path=settings.onec_rpc_path,
-            max_concurrency=settings.onec_max_concurrency,
+            max_concurrency=cap,
             timeout=settings.onec_timeout,
-            username=settings.onec_username,
+            username=username,
             queue_timeout=settings.onec_queue_timeout,
             max_response_bytes=max(1, int(settings.onec_max_response_mb * MIB)),
-            redactor=Redactor(basic_logins=[(settings.onec_username, password)]),
+            redactor=Redactor(basic_logins=[(username, password)]),
+            total_slots=total_slots,
+            login_source=source,
         )
 
     @property
@@ -207,6 +242,11 @@ class OneCClient:
     @property
     def rpc_url(self) -> str:
         return f"{self.base_url}/{self._rpc_path}"
+
+    @property
+    def total_slots(self) -> TotalSlots | None:
+        """The slots this client shares with the other identities' clients, if any."""
+        return self._total
 
     @property
     def in_flight(self) -> int:
@@ -296,15 +336,17 @@ class OneCClient:
             raise OneCTimeoutError(self._probe_timeout_message(what, timeout)) from None
         return time.perf_counter() - started
 
-    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One JSON-RPC call; returns its `result` object.
+    async def request(
+        self, method: str, params: dict[str, Any] | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """One JSON-RPC call; returns its `result` object. `headers` are added to this one request.
 
         Raises:
             OneCRpcError: 1C answered with a JSON-RPC error (`.code`, `.detail`).
             InvalidRequestError: `params` hold a value JSON cannot carry (NaN, Infinity); nothing was sent.
             OneCBusyError, OneCProtocolError, OneCHTTPError, OneCConnectionError: see the class docstring.
         """
-        reply = await self._rpc(method, params)
+        reply = await self._rpc(method, params, headers=headers)
         if "error" in reply:
             error = self._rpc_error(reply["error"])
             logger.warning("1C returned error %s for %s: %s", error.code, method, error.detail)
@@ -333,14 +375,18 @@ class OneCClient:
     async def list_prompts(self) -> list[dict[str, Any]]:
         return await self._list("prompts/list", "prompts")
 
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        return await self.request("tools/call", {"name": name, "arguments": arguments})
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], *, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        return await self.request("tools/call", {"name": name, "arguments": arguments}, headers=headers)
 
-    async def read_resource(self, uri: str) -> dict[str, Any]:
-        return await self.request("resources/read", {"uri": uri})
+    async def read_resource(self, uri: str, *, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return await self.request("resources/read", {"uri": uri}, headers=headers)
 
-    async def get_prompt(self, name: str, arguments: dict[str, str] | None) -> dict[str, Any]:
-        return await self.request("prompts/get", {"name": name, "arguments": arguments or {}})
+    async def get_prompt(
+        self, name: str, arguments: dict[str, str] | None, *, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        return await self.request("prompts/get", {"name": name, "arguments": arguments or {}}, headers=headers)
 
     # --- internals: JSON-RPC --------------------------------------------------------------
 
@@ -397,13 +443,21 @@ class OneCClient:
         *,
         retry: bool | None = None,
         probe_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Send one request; return the checked reply envelope (with `result` or `error`)."""
         rpc_id = next(self._ids)
         body = _encode({"jsonrpc": "2.0", "id": rpc_id, "method": method}, params)
         retry = method in READ_ONLY_METHODS if retry is None else retry
         answer = await self._exchange(
-            "POST", self._rpc_path, method, rpc_id, content=body, retry=retry, probe_timeout=probe_timeout
+            "POST",
+            self._rpc_path,
+            method,
+            rpc_id,
+            content=body,
+            retry=retry,
+            probe_timeout=probe_timeout,
+            headers=headers,
         )
         try:
             reply = json.loads(answer.content.decode("utf-8-sig"))
@@ -460,6 +514,7 @@ class OneCClient:
         retry: bool = False,
         tolerate_4xx: bool = False,
         probe_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> _Answer:
         """One HTTP exchange, every failure translated. In a concurrency slot unless it is a probe.
 
@@ -468,14 +523,16 @@ class OneCClient:
         """
         self._check_open()
         if probe_timeout is not None:
-            return await self._attempts(verb, path, what, rpc_id, content, retry, tolerate_4xx, probe_timeout)
+            return await self._attempts(verb, path, what, rpc_id, content, retry, tolerate_4xx, probe_timeout, headers)
         await self._take_slot()
         if self._closed:  # closed while this call waited: it must not start
             self._slots.release()
+            if self._total is not None:
+                self._total.release()
             self._check_open()
         self._in_flight += 1
         exchange = asyncio.create_task(
-            self._attempts(verb, path, what, rpc_id, content, retry, tolerate_4xx, None), name=f"1C {what}"
+            self._attempts(verb, path, what, rpc_id, content, retry, tolerate_4xx, None, headers), name=f"1C {what}"
         )
         self._exchanges.add(exchange)
         exchange.add_done_callback(self._exchange_done)
@@ -496,24 +553,44 @@ class OneCClient:
             raise
 
     async def _take_slot(self) -> None:
+        """This client's slot, then one of the shared total, both within MCP_ONEC_QUEUE_TIMEOUT."""
         self._queued += 1
+        own = False
         try:
             async with asyncio.timeout(self._queue_timeout):
                 await self._slots.acquire()
+                own = True
+                if self._total is not None:
+                    await self._total.acquire()
         except TimeoutError:
-            calls = "1 call" if self._in_flight == 1 else f"{self._in_flight} calls"
-            raise OneCBusyError(
-                f"1C is busy: {calls} in flight (MCP_ONEC_MAX_CONCURRENCY={self._max_concurrency}) and this one "
-                f"waited {self._queue_timeout:g} s (MCP_ONEC_QUEUE_TIMEOUT); try again later"
-            ) from None
+            if own:
+                self._slots.release()
+            raise self._busy(waiting_for_total=own) from None
+        except BaseException:
+            if own:
+                self._slots.release()
+            raise
         finally:
             self._queued -= 1
+
+    def _busy(self, *, waiting_for_total: bool) -> OneCBusyError:
+        waited = f"this one waited {self._queue_timeout:g} s (MCP_ONEC_QUEUE_TIMEOUT); try again later"
+        if waiting_for_total and self._total is not None:
+            return OneCBusyError(
+                f"1C is busy: {self._total.limit} calls of all users are in flight "
+                f"(MCP_ONEC_MAX_CONCURRENCY={self._total.limit}) and {waited}"
+            )
+        calls = "1 call" if self._in_flight == 1 else f"{self._in_flight} calls"
+        setting = "MCP_ONEC_MAX_CONCURRENCY" if self._total is None else "MCP_ONEC_IDENTITY_CONCURRENCY"
+        return OneCBusyError(f"1C is busy: {calls} in flight ({setting}={self._max_concurrency}) and {waited}")
 
     def _exchange_done(self, exchange: asyncio.Task[_Answer]) -> None:
         # A done callback, not a `finally` in the task: it runs even for a task cancelled before it started.
         self._exchanges.discard(exchange)
         self._in_flight -= 1
         self._slots.release()
+        if self._total is not None:
+            self._total.release()
         if not exchange.cancelled():
             exchange.exception()  # retrieved: a caller that left must not cause "exception was never retrieved"
 
@@ -527,13 +604,14 @@ class OneCClient:
         retry: bool,
         tolerate_4xx: bool,
         probe_timeout: float | None,
+        headers: Mapping[str, str] | None = None,
     ) -> _Answer:
         """The exchange with its retries: once after a dropped connection, once after an expired session."""
         url = f"{self.base_url}/{path}"
         dropped = expired = False
         while True:
             try:
-                answer = await self._send(verb, path, what, rpc_id, content, probe_timeout)
+                answer = await self._send(verb, path, what, rpc_id, content, probe_timeout, headers)
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 if not retry or dropped:
                     raise self._transport_error(exc, url, what, probe_timeout) from exc
@@ -555,9 +633,18 @@ class OneCClient:
             return answer
 
     async def _send(
-        self, verb: str, path: str, what: str, rpc_id: int | None, content: bytes | None, probe_timeout: float | None
+        self,
+        verb: str,
+        path: str,
+        what: str,
+        rpc_id: int | None,
+        content: bytes | None,
+        probe_timeout: float | None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> _Answer:
         headers = _POST_HEADERS if content is not None else None
+        if extra_headers:
+            headers = {**(headers or {}), **extra_headers}
         connect = self._http.timeout.connect
         if probe_timeout is None:
             timeout = httpx.Timeout(self._timeout, connect=connect)
@@ -655,6 +742,8 @@ class OneCClient:
         status, user = answer.status_code, self._username
         if answer.is_success or (tolerate_4xx and 400 <= status < 500 and status not in (401, 403)):
             return
+        if status in (401, 403):
+            self.login_refused = True
         if 300 <= status < 400:
             location = self._redact(answer.headers.get("Location", "?"))
             raise OneCRedirectError(
@@ -665,13 +754,12 @@ class OneCClient:
         if status == 401:
             who = f"for user '{user}'" if user else "(no user set)"
             raise OneCAuthError(
-                f"1C rejected the login {who} (HTTP 401). Check MCP_ONEC_USERNAME and MCP_ONEC_PASSWORD.",
-                status_code=status,
+                f"1C rejected the login {who} (HTTP 401). Check {self._login_source}.", status_code=status
             )
         if status == 403:
             raise OneCAuthError(
                 f"1C user '{user}' has no right to use the HTTP service (HTTP 403) at {url}: "
-                "grant the user rights in the 1C configurator.",
+                f"{self._excerpt(answer.content)}. Grant the user rights in the 1C configurator.",
                 status_code=status,
             )
         hint = (

@@ -9,8 +9,9 @@ A tool whose annotations are not known (1C's catalog not loaded yet) is hidden i
 the mode fails closed. A hidden item is not listed, and asking for it is refused with the setting
 that hides it, so an admin can tell policy from a typo.
 
-`PolicyResolver` picks a caller's policy; today every caller gets the one from the settings, and
-per-user rules plug in there.
+`PolicyResolver` picks a caller's policy: `SamePolicyForAll` gives everyone the one from the
+settings; `group_policy.GroupPolicies` combines it with the rules of the caller's groups. Both hand
+out a `BasePolicy`, so the handlers ask every policy the same questions.
 
     policy = Policy(Rules.from_settings(settings))
     denial = policy.check_tool("post_document", tool)   # Denial("MCP_READ_ONLY", ...) or None
@@ -19,7 +20,8 @@ per-user rules plug in there.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -29,10 +31,20 @@ from .callers import Caller
 from .config import Settings
 from .redaction import clip
 
-__all__ = ["Denial", "Policy", "PolicyResolver", "Rule", "Rules", "SamePolicyForAll"]
+__all__ = ["LIST_KEYS", "BasePolicy", "Denial", "Policy", "PolicyResolver", "Rule", "Rules", "SamePolicyForAll"]
 
 Kind = Literal["tools", "resources", "prompts"]
 _NOUN: dict[Kind, str] = {"tools": "tool", "resources": "resource", "prompts": "prompt"}
+# The list settings, in lower case: the `Rules` fields (and the keys of a group in MCP_POLICY_FILE).
+LIST_KEYS = (
+    "tools_allow",
+    "tools_deny",
+    "resources_allow",
+    "resources_deny",
+    "prompts_allow",
+    "prompts_deny",
+    "read_only_tools",
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,8 @@ class Denial:
 
 @dataclass(frozen=True)
 class Rules:
+    """One set of rules; each knows the setting it came from, so a denial can name it."""
+
     tools_allow: Rule = field(default_factory=lambda: Rule("MCP_TOOLS_ALLOW"))
     tools_deny: Rule = field(default_factory=lambda: Rule("MCP_TOOLS_DENY"))
     resources_allow: Rule = field(default_factory=lambda: Rule("MCP_RESOURCES_ALLOW"))
@@ -74,12 +88,27 @@ class Rules:
     prompts_deny: Rule = field(default_factory=lambda: Rule("MCP_PROMPTS_DENY"))
     read_only: bool = False
     read_only_tools: Rule = field(default_factory=lambda: Rule("MCP_READ_ONLY_TOOLS"))
+    read_only_setting: str = "MCP_READ_ONLY"  # where `read_only` was set, for its denials
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Rules:
-        def rule(name: str) -> Rule:
-            return Rule(f"MCP_{name.upper()}", tuple(getattr(settings, name)))
+        """The global rules: MCP_TOOLS_ALLOW ... MCP_READ_ONLY_TOOLS."""
+        return cls._build(lambda key: Rule(f"MCP_{key.upper()}", tuple(getattr(settings, key))), settings.read_only)
 
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], where: str) -> Rules:
+        """Rules from a table already checked (lists of patterns, a bool `read_only`), each rule named
+        `{where} {key}`, e.g. `MCP_POLICY_FILE [groups.interns] tools_deny`, so a denial says where it
+        is written. A missing key is an empty list (or not read-only); a string is one pattern."""
+
+        def rule(key: str) -> Rule:
+            value = table.get(key, ())
+            return Rule(f"{where} {key}", (value,) if isinstance(value, str) else tuple(value))
+
+        return cls._build(rule, table.get("read_only", False) is True, f"{where} read_only")
+
+    @classmethod
+    def _build(cls, rule: Callable[[str], Rule], read_only: bool, read_only_setting: str = "MCP_READ_ONLY") -> Rules:
         return cls(
             tools_allow=rule("tools_allow"),
             tools_deny=rule("tools_deny"),
@@ -87,8 +116,9 @@ class Rules:
             resources_deny=rule("resources_deny"),
             prompts_allow=rule("prompts_allow"),
             prompts_deny=rule("prompts_deny"),
-            read_only=settings.read_only,
+            read_only=read_only,
             read_only_tools=rule("read_only_tools"),
+            read_only_setting=read_only_setting,
         )
 
     def lists(self, kind: Kind) -> tuple[Rule, Rule]:
@@ -101,7 +131,31 @@ class Rules:
         return self.read_only or any(rule for kind in _NOUN for rule in self.lists(kind))
 
 
-class Policy:
+class BasePolicy(ABC):
+    """What the handlers ask of a caller's policy: one item (`check`, `check_tool`), or which of a list
+    to show. A subclass decides items; the lists follow from that."""
+
+    @abstractmethod
+    def check(self, kind: Kind, name: str) -> Denial | None:
+        """Why the resource URI, prompt name or tool name is hidden, or None if it is served."""
+
+    @abstractmethod
+    def check_tool(self, name: str, tool: types.Tool | None) -> Denial | None:
+        """Why the tool is hidden (lists and read-only), or None. `tool` is None when not known yet."""
+
+    def visible_tools(self, tools: Iterable[types.Tool]) -> list[types.Tool]:
+        return [tool for tool in tools if self.check_tool(tool.name, tool) is None]
+
+    def visible_resources(self, resources: Iterable[types.Resource]) -> list[types.Resource]:
+        return [resource for resource in resources if self.check("resources", resource.uri) is None]
+
+    def visible_prompts(self, prompts: Iterable[types.Prompt]) -> list[types.Prompt]:
+        return [prompt for prompt in prompts if self.check("prompts", prompt.name) is None]
+
+
+class Policy(BasePolicy):
+    """One `Rules`: the global policy, or one group's."""
+
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
 
@@ -123,26 +177,17 @@ class Policy:
             return denial
         if self.rules.read_only_tools.matching(name) is not None:
             return None
+        setting = self.rules.read_only_setting
         if tool is None:
-            return Denial("MCP_READ_ONLY", detail="the tool's annotations are not known yet, so it is not served")
+            return Denial(setting, detail="the tool's annotations are not known yet, so it is not served")
         annotations = tool.annotations
         if annotations is not None and annotations.read_only_hint is True:
             return None
         return Denial(
-            "MCP_READ_ONLY",
-            detail="it does not declare annotations.readOnlyHint; name it in MCP_READ_ONLY_TOOLS if it only reads",
+            setting,
+            detail=f"it does not declare annotations.readOnlyHint; "
+            f"name it in {self.rules.read_only_tools.setting} if it only reads",
         )
-
-    # --- lists --------------------------------------------------------------------------
-
-    def visible_tools(self, tools: Iterable[types.Tool]) -> list[types.Tool]:
-        return [tool for tool in tools if self.check_tool(tool.name, tool) is None]
-
-    def visible_resources(self, resources: Iterable[types.Resource]) -> list[types.Resource]:
-        return [resource for resource in resources if self.check("resources", resource.uri) is None]
-
-    def visible_prompts(self, prompts: Iterable[types.Prompt]) -> list[types.Prompt]:
-        return [prompt for prompt in prompts if self.check("prompts", prompt.name) is None]
 
     # --- what it does, for check and /health --------------------------------------------
 
@@ -179,7 +224,7 @@ class PolicyResolver(Protocol):
         """The policy of a caller with no rules of their own (what `check` and `/health` report)."""
         ...
 
-    def policy_for(self, caller: Caller) -> Policy: ...
+    def policy_for(self, caller: Caller) -> BasePolicy: ...
 
 
 class SamePolicyForAll:

@@ -3,7 +3,13 @@
 Everything here is plain dicts in the shapes the 1C HTTP service sends (see the contract), so the
 emulator can serve them as they are. Tool handlers take the `arguments` dict and return the
 `tools/call` result dict; a handler raises `ToolError(detail)` for a failure that 1C reports as
-`isError: true` ("Ошибка выполнения инструмента '<name>': <detail>").
+`isError: true` ("Ошибка выполнения инструмента '<name>': <detail>"). A tool made with
+`takes_context=True` gets a second argument, the `CallContext`: the 1C user the request runs as,
+and the person named in the request's `X-MCP-User` header.
+
+The base's 1C users (`demo_users`) have roles; a role grants rights (`ROLE_RIGHTS`), and a tool or
+resource that needs a right (`DemoTool.right`, `DemoResource.right`) is hidden from a user without
+it. The emulator adds its service account (`EmulatorState.username`, role `ПолныеПрава`).
 """
 
 from __future__ import annotations
@@ -13,14 +19,13 @@ import json
 import math
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from .chart import bar_chart
 
-ToolHandler = Callable[[dict[str, Any]], dict[str, Any]]
 BASE_NAME = "Управление торговлей (демо)"
 
 
@@ -28,14 +33,72 @@ class ToolError(Exception):
     """A tool failure that 1C reports as an `isError` result, not as a JSON-RPC error."""
 
 
+# --- users and rights -----------------------------------------------------------------------
+
+FULL_RIGHTS = "ПолныеПрава"  # the role that grants every right, as in 1C's typical configurations
+RIGHT_POSTING = "Проведение"  # post documents
+RIGHT_PERSONAL_DATA = "ПерсональныеДанные"  # see people's and counterparties' personal data
+ROLE_RIGHTS: dict[str, frozenset[str]] = {
+    "Бухгалтер": frozenset({RIGHT_POSTING, RIGHT_PERSONAL_DATA}),
+    "Кладовщик": frozenset(),  # stock and sales only
+}
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    """A 1C user of the base: login, password, full name and roles."""
+
+    name: str
+    password: str = field(repr=False)
+    full_name: str
+    roles: frozenset[str]
+    http_service: bool = True  # False: authenticates, but has no right to the HTTP service (403)
+
+    def may(self, right: str | None) -> bool:
+        """Whether one of the user's roles grants `right` (None: needs no right)."""
+        if right is None or FULL_RIGHTS in self.roles:
+            return True
+        return any(right in ROLE_RIGHTS.get(role, frozenset()) for role in self.roles)
+
+
+def demo_users() -> dict[str, DemoUser]:
+    """The base's users besides the service account. Basic auth is UTF-8, so Cyrillic logins work."""
+    users = (
+        DemoUser("accountant", "accountant", "Бухгалтер", frozenset({"Бухгалтер"})),
+        DemoUser("storekeeper", "storekeeper", "Кладовщик", frozenset({"Кладовщик"})),
+        DemoUser("Иванов", "пароль", "Иванов Иван Иванович", frozenset({"Бухгалтер"})),
+        DemoUser("norights", "norights", "Без права на HTTP-сервис", frozenset(), http_service=False),
+    )
+    return {user.name: user for user in users}
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What 1C knows about a request: the user it runs as, and whom the caller says it acts for."""
+
+    user: DemoUser
+    acting_for: str | None = None  # the `X-MCP-User` header, percent-decoded
+
+
+ToolHandler = Callable[[dict[str, Any]], dict[str, Any]]
+ContextToolHandler = Callable[[dict[str, Any], CallContext], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class DemoTool:
     definition: dict[str, Any]
-    handler: ToolHandler
+    handler: ToolHandler | ContextToolHandler
+    right: str | None = None  # the right a user needs to see and run the tool
+    takes_context: bool = False  # the handler takes (arguments, context)
 
     @property
     def name(self) -> str:
         return str(self.definition["name"])
+
+    def run(self, arguments: dict[str, Any], context: CallContext) -> dict[str, Any]:
+        if self.takes_context:
+            return cast(ContextToolHandler, self.handler)(arguments, context)
+        return cast(ToolHandler, self.handler)(arguments)
 
 
 @dataclass(frozen=True)
@@ -46,6 +109,7 @@ class DemoResource:
     mime_type: str
     text: str | None = None
     blob: bytes | None = None
+    right: str | None = None  # the right a user needs to see and read the resource
 
     def listing(self) -> dict[str, Any]:
         return {"uri": self.uri, "name": self.name, "description": self.description}  # no mimeType: 1C
@@ -541,6 +605,22 @@ def list_staff(arguments: dict[str, Any]) -> dict[str, Any]:
     return text_result(text, structuredContent=structured)
 
 
+def current_user(arguments: dict[str, Any], context: CallContext) -> dict[str, Any]:
+    """1C's ИмяПользователя(), ПолноеИмяПользователя() and roles, and whom the caller acts for."""
+    user = context.user
+    roles = sorted(user.roles)
+    lines = [
+        f"Пользователь 1С: {user.name or 'не задан (база опубликована без аутентификации)'}",
+        f"Полное имя: {user.full_name or '—'}",
+        f"Роли: {', '.join(roles) or 'нет'}",
+    ]
+    structured: dict[str, Any] = {"Имя": user.name, "ПолноеИмя": user.full_name, "Роли": roles}
+    if context.acting_for is not None:
+        lines.append(f"Действует от имени: {context.acting_for}")
+        structured["ДействуетОтИмени"] = context.acting_for
+    return text_result("\n".join(lines), structuredContent=structured)
+
+
 QUERY_SALES_LIMIT = 20
 _ROW_FIELDS = {"date": "string", "number": "string", "counterparty": "string", "warehouse": "string",
                "product": "string", "quantity": "number", "price": "number", "amount": "number"}  # fmt: skip
@@ -607,7 +687,7 @@ _TOOLS: tuple[DemoTool, ...] = (
         "name": "post_document",
         "description": "Проводит документ реализации товаров и услуг",
         "inputSchema": schema(_NUMBER, ("number",)),
-    }, post_document),
+    }, post_document, right=RIGHT_POSTING),
     DemoTool({
         "name": "get_counterparty",
         "description": "Возвращает карточку контрагента: ИНН, КПП, ОГРН, адрес, банковские реквизиты, "
@@ -622,7 +702,15 @@ _TOOLS: tuple[DemoTool, ...] = (
         "description": "Возвращает список сотрудников с табельными номерами, СНИЛС, ИНН, паспортными данными "
                        "и контактами, с отбором по подразделению",
         "inputSchema": schema({"department": string("Отбор по подразделению (часть наименования)")}),
-    }, list_staff),
+    }, list_staff, right=RIGHT_PERSONAL_DATA),
+    DemoTool({
+        "name": "current_user",
+        "title": "Текущий пользователь 1С",
+        "description": "Возвращает пользователя 1С, от имени которого выполняется запрос: имя, полное имя, "
+                       "роли, а также от чьего имени действует клиент MCP, если прокси это передал",
+        "inputSchema": schema({}),
+        "annotations": {"title": "Текущий пользователь 1С", "readOnlyHint": True, "openWorldHint": False},
+    }, current_user, takes_context=True),
 )  # fmt: skip
 
 
@@ -651,6 +739,16 @@ GUIDE_MD = """# Демо-база «Управление торговлей»
 | `describe_object` | структура объекта метаданных |
 | `get_counterparty` | карточка контрагента (персональные данные для проверки маскирования) |
 | `list_staff` | список сотрудников (СНИЛС, паспорт, телефон) |
+| `current_user` | пользователь 1С, от имени которого выполняется запрос, и его роли |
+
+## Пользователи
+
+| Пользователь | Роль | Что недоступно |
+|---|---|---|
+| `accountant` | Бухгалтер | — |
+| `storekeeper` | Кладовщик | `post_document`, `list_staff`, ресурс с карточкой контрагента |
+| `Иванов` | Бухгалтер | — |
+| `norights` | — | HTTP-сервис целиком (ответ 403) |
 """
 
 
@@ -677,7 +775,7 @@ def demo_resources() -> dict[str, DemoResource]:
                      "Руководство пользователя демо-базы (Markdown)", "text/plain", text=GUIDE_MD),
         DemoResource("file:///Контрагенты/Ромашка.md", "Ромашка.md",
                      "Карточка контрагента ООО «Ромашка»: реквизиты, банк, контактное лицо (Markdown)",
-                     "text/plain", text=COUNTERPARTY_DETAILS[0].card()),
+                     "text/plain", text=COUNTERPARTY_DETAILS[0].card(), right=RIGHT_PERSONAL_DATA),
     )  # fmt: skip
     return {resource.uri: resource for resource in resources}
 

@@ -5,10 +5,21 @@ runs against it: `MCP_ONEC_URL={url}/demo`, service root `mcp`, rpc path `rpc`. 
 `EmulatorState` reproduce what 1C does in the field (slow calls, HTML error pages from IIS/Apache,
 a byte order mark, the `prompts/list` bug, tools appearing at run time, sessions that expire).
 
+1C users (HTTP Basic, UTF-8): the service account `username`/`password` (default `demo`/`demo`,
+full rights; an empty `username` publishes the base without authentication), plus the table
+`users` (`onec_data.demo_users`): `accountant`/`accountant` and `Иванов`/`пароль` (role Бухгалтер,
+every right), `storekeeper`/`storekeeper` (role Кладовщик: no `post_document`, `list_staff` or
+counterparty card resource; calling them anyway is 1C's -32603 "Недостаточно прав для ..."), and
+`norights`/`norights` (no right to the HTTP service: 403). A wrong login is 401. Each request runs
+as its user: lists are filtered by rights, a tool with `takes_context` sees a `CallContext` (the
+user and the percent-decoded `X-MCP-User` header), `ibsession` sessions belong to their user, and
+`user_calls[(user, key)]` counts what reached 1C as whom (`calls[key]` counts for everyone).
+
     with OneCEmulator() as onec:
         httpx.post(onec.url + "/hs/mcp/rpc", json={...}, auth=(onec.username, onec.password))
         onec.state.fault = "html_503"
         onec.state.expire_sessions()   # the next request with an old `ibsession` cookie gets 1C's error
+        onec.state.user_calls["storekeeper", "tools/call"]   # calls that reached 1C as storekeeper
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import html
 import json
 import threading
 import uuid
@@ -24,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,13 +44,29 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .loopback import LoopbackServer
-from .onec_data import DemoPrompt, DemoResource, DemoTool, ToolError, demo_prompts, demo_resources, demo_tools
+from .onec_data import (
+    FULL_RIGHTS,
+    CallContext,
+    ContextToolHandler,
+    DemoPrompt,
+    DemoResource,
+    DemoTool,
+    DemoUser,
+    ToolError,
+    ToolHandler,
+    demo_prompts,
+    demo_resources,
+    demo_tools,
+    demo_users,
+)
 
 PUBLICATION = "demo"
 SERVICE_ROOT = "mcp"
 RPC_PATH = "rpc"
-NO_RIGHTS_USER = "norights"  # authenticates, but has no right to the HTTP service: 403
-NO_RIGHTS_PASSWORD = "norights"
+SERVICE_FULL_NAME = "Служебная учётная запись MCP"
+# Who a request runs as when the base is published without authentication: ИмяПользователя() is "".
+ANONYMOUS = DemoUser("", "", "", frozenset({FULL_RIGHTS}))
+ACTING_FOR_HEADER = "X-MCP-User"  # the proxy's name of the person behind a service-account call
 BOM = b"\xef\xbb\xbf"
 JSON_TYPE = "application/json; charset=utf-8"
 MANIFEST = {
@@ -66,10 +95,16 @@ Fault = Literal["html_500", "html_502", "html_503", "not_json"]
 
 @dataclass
 class EmulatorState:
-    """Knobs and counters. Tests change knobs from their own thread; plain attribute writes suffice."""
+    """Knobs and counters. Tests change knobs from their own thread; plain attribute writes suffice.
 
-    username: str = "demo"  # "" publishes the base without authentication
+    `calls` counts JSON-RPC methods, `GET manifest`/`GET health` and the events `session opened`,
+    `session expired`, `HTTP 401` and `HTTP 403`; `user_calls` counts the same per 1C user (all but
+    `HTTP 401`, whose user is unknown), and `calls_as(user)` gives one user's counts.
+    """
+
+    username: str = "demo"  # the service account, full rights; "" publishes the base without authentication
     password: str = "demo"
+    users: dict[str, DemoUser] = field(default_factory=demo_users)  # the other 1C users, by login
     discovery: Discovery = "manifest"
     latency: float = 0.0
     fault: Fault | None = None
@@ -78,18 +113,38 @@ class EmulatorState:
     tools: dict[str, DemoTool] = field(default_factory=demo_tools)
     resources: dict[str, DemoResource] = field(default_factory=demo_resources)
     prompts: dict[str, DemoPrompt] = field(default_factory=demo_prompts)
-    calls: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)  # method or event -> requests, all users
+    user_calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (1C user, method or event)
     in_flight: int = 0
     max_in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
-    # Session id -> True while 1C still has the session; False once expired and not yet answered.
-    _sessions: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # Session id -> (its 1C user, True while 1C still has it; False once expired and not yet answered).
+    _sessions: dict[str, tuple[str, bool]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _expired_status: int = field(default=400, init=False, repr=False, compare=False)
 
-    def add_tool(self, definition: dict[str, Any], handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    @property
+    def service_user(self) -> DemoUser:
+        """The service account: whatever `username`/`password` hold now, with full rights."""
+        return DemoUser(self.username, self.password, SERVICE_FULL_NAME, frozenset({FULL_RIGHTS}))
+
+    def user(self, name: str | None, password: str | None) -> DemoUser | None:
+        """The 1C user with this login and password; None for a wrong login (HTTP 401)."""
+        found = self.service_user if name == self.username else self.users.get(name or "")
+        return found if found is not None and found.password == password else None
+
+    def add_tool(
+        self,
+        definition: dict[str, Any],
+        handler: ToolHandler | ContextToolHandler,
+        *,
+        right: str | None = None,
+        takes_context: bool = False,
+    ) -> None:
+        """Register a tool; `handler(arguments)`, or `handler(arguments, context)` with `takes_context`."""
+        tool = DemoTool(definition, handler, right=right, takes_context=takes_context)
         # Copy on write: the server thread always iterates a complete dict, never one being changed.
         with self._lock:
-            self.tools = {**self.tools, str(definition["name"]): DemoTool(definition, handler)}
+            self.tools = {**self.tools, tool.name: tool}
 
     def remove_tool(self, name: str) -> None:
         with self._lock:
@@ -97,9 +152,17 @@ class EmulatorState:
                 raise KeyError(name)
             self.tools = {key: tool for key, tool in self.tools.items() if key != name}
 
-    def count(self, key: str) -> None:
+    def count(self, key: str, user: str | None = None) -> None:
+        """Count a request or event, for everyone and, when the 1C user is known, for that user."""
         with self._lock:
             self.calls[key] += 1
+            if user is not None:
+                self.user_calls[user, key] += 1
+
+    def calls_as(self, user: str) -> Counter[str]:
+        """What reached 1C as `user`: method or event -> count (`.total()` for every request)."""
+        with self._lock:
+            return Counter({key: n for (name, key), n in self.user_calls.items() if name == user})
 
     def rpc_started(self) -> None:
         with self._lock:
@@ -113,6 +176,7 @@ class EmulatorState:
     def reset_counters(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.user_calls.clear()
             self.max_in_flight = self.in_flight  # requests still running stay counted
 
     def expire_sessions(self, status: int = 400) -> None:
@@ -123,26 +187,31 @@ class EmulatorState:
         that the cookie is unknown and the request starts a new session.
         """
         with self._lock:
-            self._sessions = dict.fromkeys(self._sessions, False)
+            self._sessions = {session: (user, False) for session, (user, _) in self._sessions.items()}
             self._expired_status = status
 
-    def session_check(self, session: str | None) -> int | None:
-        """The status of 1C's "session is gone" answer for this cookie, consumed; None to serve it."""
+    def session_check(self, session: str | None, user: str) -> int | None:
+        """The status of 1C's "session is gone" answer for `user`'s cookie, consumed; None to serve it."""
         with self._lock:
-            if session is None or self._sessions.get(session, True):
+            if session is None or self._sessions.get(session) != (user, False):  # alive, unknown, another's
                 return None
             del self._sessions[session]
             return self._expired_status
 
-    def open_session(self, session: str | None) -> str | None:
-        """A new session id when the request has no live one (the reply sets it as a cookie), else None."""
+    def open_session(self, session: str | None, user: str) -> str | None:
+        """A new session id when the request has no live session of its user (the reply sets it as a cookie).
+
+        A session belongs to the user who opened it: another user's cookie starts a session of one's own.
+        """
         with self._lock:
-            if session is not None and self._sessions.get(session):
+            if session is not None and self._sessions.get(session) == (user, True):
                 return None
             if len(self._sessions) >= MAX_SESSIONS:
                 del self._sessions[next(iter(self._sessions))]
             created = uuid.uuid4().hex
-            self._sessions[created] = True
+            self._sessions[created] = (user, True)
+            self.calls["session opened"] += 1
+            self.user_calls[user, "session opened"] += 1
             return created
 
 
@@ -183,9 +252,11 @@ _PAGES: dict[int, tuple[str, str, str]] = {
 _FAULT_STATUS = {"html_500": 500, "html_502": 502, "html_503": 503}
 
 
-def html_error(status: int, headers: dict[str, str] | None = None) -> HTMLResponse:
-    template, reason, text = _PAGES[status]
-    return HTMLResponse(template.format(status=status, reason=reason, text=text), status, headers)
+def html_error(status: int, headers: dict[str, str] | None = None, text: str | None = None) -> HTMLResponse:
+    """The web server's page for `status`; `text` replaces its stock sentence (1C's own reason)."""
+    template, reason, stock = _PAGES[status]
+    body = template.format(status=status, reason=reason, text=html.escape(text) if text else stock)
+    return HTMLResponse(body, status, headers)
 
 
 def json_response(state: EmulatorState, payload: dict[str, Any]) -> Response:
@@ -214,18 +285,28 @@ def envelope(request_id: Any, result: Any = None, error: RpcError | None = None)
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": error.code, "message": error.message}}  # no data
 
 
-def call_tool(state: EmulatorState, params: dict[str, Any]) -> dict[str, Any]:
+def no_right(line: int, action: str) -> RpcError:
+    return internal_error(line, f"Недостаточно прав для {action}")
+
+
+def list_tools(state: EmulatorState, params: dict[str, Any], context: CallContext) -> dict[str, Any]:
+    return {"tools": [tool.definition for tool in state.tools.values() if context.user.may(tool.right)]}
+
+
+def call_tool(state: EmulatorState, params: dict[str, Any], context: CallContext) -> dict[str, Any]:
     name = str(params.get("name") or "")
     tool = state.tools.get(name)
     if tool is None:
         raise internal_error(263, f"Инструмент '{name}' не найден")
+    if not context.user.may(tool.right):
+        raise no_right(266, f"выполнения инструмента '{name}'")
     arguments = params.get("arguments") if isinstance(params.get("arguments"), dict) else {}
     try:
         # Loose validation like 1C's ЗначениеЗаполнено: an empty string counts as missing.
         for required in tool.definition.get("inputSchema", {}).get("required", []):
             if arguments.get(required) in (None, ""):
                 raise ToolError(f"Не заполнен обязательный параметр '{required}'")
-        return {"isError": False, **tool.handler(arguments)}
+        return {"isError": False, **tool.run(arguments, context)}
     except Exception as exc:  # 1C catches every exception of a tool into an isError result
         detail = str(exc) if isinstance(exc, ToolError) else f"{type(exc).__name__}: {exc}"
         return {
@@ -234,15 +315,21 @@ def call_tool(state: EmulatorState, params: dict[str, Any]) -> dict[str, Any]:
         }
 
 
-def read_resource(state: EmulatorState, params: dict[str, Any]) -> dict[str, Any]:
+def list_resources(state: EmulatorState, params: dict[str, Any], context: CallContext) -> dict[str, Any]:
+    return {"resources": [r.listing() for r in state.resources.values() if context.user.may(r.right)]}
+
+
+def read_resource(state: EmulatorState, params: dict[str, Any], context: CallContext) -> dict[str, Any]:
     uri = str(params.get("uri") or "")
     resource = state.resources.get(uri)  # exact string match, as 1C does
     if resource is None:
         raise internal_error(312, f"Ресурс '{uri}' не найден")
+    if not context.user.may(resource.right):
+        raise no_right(315, f"чтения ресурса '{uri}'")
     return {"contents": [resource.contents()]}
 
 
-def list_prompts(state: EmulatorState, params: dict[str, Any]) -> dict[str, Any]:
+def list_prompts(state: EmulatorState, params: dict[str, Any], context: CallContext) -> dict[str, Any]:
     prompts = list(state.prompts.values())
     if state.prompts_list_bug and any(prompt.arguments for prompt in prompts):
         # The reference extension fails to serialise the arguments collection.
@@ -252,7 +339,7 @@ def list_prompts(state: EmulatorState, params: dict[str, Any]) -> dict[str, Any]
     return {"prompts": [prompt.listing() for prompt in prompts]}
 
 
-def get_prompt(state: EmulatorState, params: dict[str, Any]) -> dict[str, Any]:
+def get_prompt(state: EmulatorState, params: dict[str, Any], context: CallContext) -> dict[str, Any]:
     name = str(params.get("name") or "")
     prompt = state.prompts.get(name)
     if prompt is None:
@@ -264,11 +351,11 @@ def get_prompt(state: EmulatorState, params: dict[str, Any]) -> dict[str, Any]:
         raise internal_error(384, str(exc)) from None
 
 
-METHODS: dict[str, Callable[[EmulatorState, dict[str, Any]], dict[str, Any]]] = {
-    "initialize": lambda state, params: INITIALIZE_RESULT,
-    "tools/list": lambda state, params: {"tools": [tool.definition for tool in state.tools.values()]},
+METHODS: dict[str, Callable[[EmulatorState, dict[str, Any], CallContext], dict[str, Any]]] = {
+    "initialize": lambda state, params, context: INITIALIZE_RESULT,
+    "tools/list": list_tools,
     "tools/call": call_tool,
-    "resources/list": lambda state, params: {"resources": [r.listing() for r in state.resources.values()]},
+    "resources/list": list_resources,
     "resources/read": read_resource,
     "prompts/list": list_prompts,
     "prompts/get": get_prompt,
@@ -287,7 +374,7 @@ def parse_request(body: bytes) -> dict[str, Any]:
     return request
 
 
-def answer(state: EmulatorState, request: dict[str, Any]) -> dict[str, Any] | None:
+def answer(state: EmulatorState, request: dict[str, Any], context: CallContext) -> dict[str, Any] | None:
     """The JSON-RPC reply, or None for a notification (HTTP 204)."""
     request_id = request.get("id")
     if request.get("jsonrpc") != "2.0":
@@ -301,12 +388,12 @@ def answer(state: EmulatorState, request: dict[str, Any]) -> dict[str, Any] | No
         return envelope(request_id, error=unknown)
     params = request.get("params") if isinstance(request.get("params"), dict) else {}
     try:
-        return envelope(request_id, handler(state, params))
+        return envelope(request_id, handler(state, params, context))
     except RpcError as exc:
         return envelope(request_id, error=exc)
 
 
-async def handle_rpc(state: EmulatorState, request: Request) -> Response:
+async def handle_rpc(state: EmulatorState, request: Request, context: CallContext) -> Response:
     state.rpc_started()
     try:
         body = await request.body()
@@ -315,7 +402,7 @@ async def handle_rpc(state: EmulatorState, request: Request) -> Response:
         except RpcError as exc:
             parsed = exc
         if isinstance(parsed, dict) and isinstance(parsed.get("method"), str):
-            state.count(parsed["method"])  # counted even under a fault: retries stay visible
+            state.count(parsed["method"], context.user.name)  # counted even under a fault: retries stay visible
         if state.latency > 0:
             await asyncio.sleep(state.latency)
         fault = state.fault
@@ -323,7 +410,7 @@ async def handle_rpc(state: EmulatorState, request: Request) -> Response:
             return Response(NOT_JSON_BODY.encode("utf-8"), 200, media_type=JSON_TYPE)
         if fault is not None:
             return html_error(_FAULT_STATUS[fault])
-        reply = envelope(None, error=parsed) if isinstance(parsed, RpcError) else answer(state, parsed)
+        reply = envelope(None, error=parsed) if isinstance(parsed, RpcError) else answer(state, parsed, context)
         return Response(status_code=204) if reply is None else json_response(state, reply)
     finally:
         state.rpc_finished()
@@ -332,26 +419,35 @@ async def handle_rpc(state: EmulatorState, request: Request) -> Response:
 # --- HTTP layer -----------------------------------------------------------------------------
 
 
-def authorise(state: EmulatorState, request: Request) -> Response | None:
-    """None when the request may pass; else the web server's 401/403 page."""
+def authenticate(state: EmulatorState, request: Request) -> DemoUser | Response:
+    """The 1C user the request runs as; else the web server's 401/403 page."""
     if not state.username:
-        return None
+        return ANONYMOUS
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    user = password = None
-    if scheme.lower() == "basic":
+    name = password = None
+    if scheme.lower() == "basic":  # 1C reads the login as UTF-8
         with contextlib.suppress(binascii.Error, UnicodeDecodeError):
-            user, _, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
-    if (user, password) == (NO_RIGHTS_USER, NO_RIGHTS_PASSWORD):
-        return html_error(403)
-    if (user, password) != (state.username, state.password):
+            name, _, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    user = state.user(name, password)
+    if user is None:
+        state.count("HTTP 401")
         return html_error(401, {"WWW-Authenticate": 'Basic realm="1C"'})
-    return None
+    if not user.http_service:
+        state.count("HTTP 403", user.name)
+        return html_error(403, text=f"Недостаточно прав для использования HTTP-сервиса {SERVICE_ROOT}")
+    return user
 
 
-def discovery(state: EmulatorState, request: Request, endpoint: str) -> Response:
+def call_context(request: Request, user: DemoUser) -> CallContext:
+    # HTTP headers are ASCII: the proxy percent-encodes the UTF-8 name it puts in X-MCP-User.
+    acting_for = request.headers.get(ACTING_FOR_HEADER)
+    return CallContext(user, unquote(acting_for, errors="replace") if acting_for else None)
+
+
+def discovery(state: EmulatorState, request: Request, endpoint: str, user: DemoUser) -> Response:
     if request.method not in ("GET", "HEAD"):
         return html_error(405)
-    state.count(f"GET {endpoint}")
+    state.count(f"GET {endpoint}", user.name)
     if endpoint == "manifest" and state.discovery == "manifest":
         return json_response(state, MANIFEST)
     if endpoint == "health" and state.discovery == "health":
@@ -368,29 +464,29 @@ def create_onec_emulator(state: EmulatorState | None = None) -> Starlette:
             return html_error(404)
         if publication != PUBLICATION:  # the 1C web server fixes the case with a redirect
             return RedirectResponse(str(request.url.replace(path=f"/{PUBLICATION}/{rest}")), 301)
-        denied = authorise(state, request)
-        if denied is not None:
-            return denied
-        # Session reuse (ReuseSessions=AutoUse): 1C keeps a session per `ibsession` cookie.
+        user = authenticate(state, request)
+        if isinstance(user, Response):
+            return user
+        # Session reuse (ReuseSessions=AutoUse): 1C keeps a session per `ibsession` cookie and user.
         session = request.cookies.get(SESSION_COOKIE)
-        expired_status = state.session_check(session)
+        expired_status = state.session_check(session, user.name)
         if expired_status is not None:
-            state.count("session expired")
+            state.count("session expired", user.name)
             return Response(NOT_JSON_BODY.encode("utf-8"), expired_status, media_type="text/plain; charset=utf-8")
-        response = await serve(request, rest)
-        created = state.open_session(session)
+        response = await serve(request, rest, call_context(request, user))
+        created = state.open_session(session, user.name)
         if created is not None:
             response.set_cookie(SESSION_COOKIE, created, path=f"/{PUBLICATION}", httponly=True)
         return response
 
-    async def serve(request: Request, rest: str) -> Response:
+    async def serve(request: Request, rest: str, context: CallContext) -> Response:
         service, _, endpoint = rest.partition(f"hs/{SERVICE_ROOT}/")
         if service or not endpoint:
             return html_error(404)
         if endpoint == RPC_PATH:
-            return await handle_rpc(state, request) if request.method == "POST" else html_error(405)
+            return await handle_rpc(state, request, context) if request.method == "POST" else html_error(405)
         if endpoint in ("manifest", "health"):
-            return discovery(state, request, endpoint)
+            return discovery(state, request, endpoint, context.user)
         return html_error(404)
 
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -1,0 +1,295 @@
+"""The 1C connections: one per identity, each with its own pool, cap and catalog.
+
+An `Upstream` is one `OneCClient` (its pooled connections, its cookies and so its 1C session, its
+concurrency cap) and the `Catalog` it serves. The `UpstreamRegistry` keeps them keyed by the
+identity's connection key: `service` for the account in the settings, or the hash of a person's
+own 1C login (`MCP_ONEC_AUTH=passthrough`). A handler asks for the connection of its caller and
+gets a `OneCConnection`: the upstream plus what this caller adds to each call (the signed-in
+user's name in `MCP_ONEC_USER_HEADER`).
+
+* Bounded: at most `MCP_ONEC_MAX_IDENTITIES` personal connections; the least recently used idle
+  one is closed to make room, and any idle for `MCP_ONEC_IDENTITY_IDLE` seconds is closed.
+* Fair to 1C: every personal client is capped at `MCP_ONEC_IDENTITY_CONCURRENCY` and all of them
+  share one `TotalSlots` of `MCP_ONEC_MAX_CONCURRENCY`: what 1C runs in total.
+* A login is verified against 1C once, when its connection is made (`verify`), so a wrong password
+  is refused before an MCP session exists; a 401 later marks the client, and the next request
+  makes a new connection and verifies it again.
+* Catalog: with `MCP_ONEC_CATALOG=per_identity` each personal connection reads its own (1C may show
+  people different tools); with `shared` they all serve the service account's.
+
+    registry = UpstreamRegistry(settings, service_client, on_change=notify, connected_clients=count)
+    async with registry.running():
+        onec = await registry.connection(identity)
+        tools = await onec.catalog.items("tools")
+        result = await onec.call_tool("get_metadata", {})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from .catalog import Catalog, ChangeCallback
+from .config import Settings
+from .errors import OneCBusyError, OneCConnectionError
+from .identity import SERVICE_KEY, Identity, OneCLogin
+from .onec_client import OneCClient, TotalSlots
+
+__all__ = ["IdentityLimitError", "OneCConnection", "Upstream", "UpstreamRegistry"]
+
+logger = logging.getLogger(__name__)
+
+VERIFY_TIMEOUT = 10.0  # seconds a login check may take; it runs outside the concurrency slots
+ClientFactory = Callable[[OneCLogin], OneCClient]
+
+
+class IdentityLimitError(OneCBusyError):
+    """Every one of MCP_ONEC_MAX_IDENTITIES personal connections is busy: no room for another person."""
+
+
+@dataclass(eq=False)
+class Upstream:
+    """One 1C identity's client and the catalog it serves."""
+
+    key: str
+    client: OneCClient
+    catalog: Catalog
+    owns_catalog: bool = True
+    verified: bool = False
+    last_used: float = field(default_factory=time.monotonic)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
+    _started: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return self.client.in_flight > 0 or self.client.queued > 0
+
+    async def start(self) -> None:
+        """Run the catalog's refresher (once); waits for its first fetch like the service catalog."""
+        if self._started:
+            return
+        async with self._lock:
+            if not self._started and self.owns_catalog:
+                await self._stack.enter_async_context(self.catalog.running())
+            self._started = True
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+        await self.client.aclose()
+
+
+@dataclass(frozen=True)
+class OneCConnection:
+    """The 1C connection for one caller: its upstream, and the headers its calls carry."""
+
+    upstream: Upstream
+    headers: Mapping[str, str] | None = None
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.upstream.catalog
+
+    @property
+    def client(self) -> OneCClient:
+        return self.upstream.client
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        return await self.upstream.client.call_tool(name, arguments, headers=self.headers)
+
+    async def read_resource(self, uri: str) -> dict[str, Any]:
+        return await self.upstream.client.read_resource(uri, headers=self.headers)
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None) -> dict[str, Any]:
+        return await self.upstream.client.get_prompt(name, arguments, headers=self.headers)
+
+
+class UpstreamRegistry:
+    def __init__(
+        self,
+        settings: Settings,
+        service_client: OneCClient,
+        *,
+        on_change: ChangeCallback | None = None,
+        connected_clients: Callable[[], int] | None = None,
+        client_factory: ClientFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._on_change = on_change
+        self._connected_clients = connected_clients
+        self._clock = clock
+        # Every personal client shares one total with the service client (wiring gives it one in
+        # passthrough mode), so the cap bounds what 1C runs whoever calls.
+        self.total_slots = service_client.total_slots or TotalSlots(settings.onec_max_concurrency)
+        self._client_factory = client_factory or (
+            lambda login: OneCClient.from_settings(settings, login=login, total_slots=self.total_slots)
+        )
+        self.service = Upstream(SERVICE_KEY, service_client, self._new_catalog(service_client), verified=True)
+        self._personal: OrderedDict[str, Upstream] = OrderedDict()  # least recently used first
+        self._closing: set[asyncio.Task[None]] = set()
+        self._header = settings.onec_user_header
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[UpstreamRegistry]:
+        """Refresh the service catalog and close idle personal connections; close every client on exit."""
+        reaper = asyncio.create_task(self._close_idle_loop(), name="onec-identity-reaper")
+        try:
+            if self._runs_service_catalog:
+                async with self.service.catalog.running():
+                    yield self
+            else:
+                yield self
+        finally:
+            reaper.cancel()
+            await asyncio.gather(reaper, return_exceptions=True)
+            personal = list(self._personal.values())
+            self._personal.clear()
+            await asyncio.gather(*(upstream.aclose() for upstream in personal), return_exceptions=True)
+            await asyncio.gather(*self._closing, return_exceptions=True)
+            await self.service.client.aclose()
+
+    @property
+    def _runs_service_catalog(self) -> bool:
+        # In passthrough mode with personal catalogs, the service account serves no catalog; without
+        # its own login it could not read one either.
+        settings = self._settings
+        return not (
+            settings.onec_auth == "passthrough"
+            and settings.onec_catalog == "per_identity"
+            and not settings.onec_username
+        )
+
+    # --- per request --------------------------------------------------------------------
+
+    async def connection(self, identity: Identity) -> OneCConnection:
+        """The 1C connection of `identity`, made (and its catalog started) on first use.
+
+        Raises:
+            IdentityLimitError: MCP_ONEC_MAX_IDENTITIES personal connections are all busy.
+        """
+        upstream = self._upstream(identity)
+        await upstream.start()
+        headers = None
+        if identity.on_behalf_of:
+            # Header values are ASCII: a Cyrillic name goes percent-encoded UTF-8.
+            headers = {self._header: quote(identity.on_behalf_of, safe="@._-+ ")}
+        return OneCConnection(upstream, headers)
+
+    async def verify(self, identity: Identity) -> None:
+        """Check a person's 1C login once, before a session is made with it (no-op for the service account).
+
+        Raises:
+            OneCAuthError: 1C refused the login (401) or the user may not use the HTTP service (403).
+            OneCConnectionError: 1C did not answer, so the login could not be checked.
+            IdentityLimitError: no room for another personal connection.
+        """
+        if identity.onec_login is None:
+            return
+        upstream = self._upstream(identity)
+        if upstream.verified:
+            return
+        async with upstream._lock:
+            if upstream.verified:
+                return
+            try:
+                await upstream.client.probe(min(VERIFY_TIMEOUT, self._settings.onec_timeout))
+            except OneCConnectionError:
+                raise
+            except Exception:
+                if upstream.client.login_refused:
+                    self._drop(upstream)
+                    raise
+                # 1C answered past its login check (a 404 or 500 of the service): the login is good.
+            upstream.verified = True
+            logger.info("1C login of %r verified; %d personal 1C connections open", identity.onec_user, self.size)
+
+    def _upstream(self, identity: Identity) -> Upstream:
+        key = identity.connection_key
+        if key == SERVICE_KEY:
+            return self.service
+        upstream = self._personal.get(key)
+        if upstream is not None and upstream.client.login_refused:
+            self._drop(upstream)  # 1C refused the login since: a new connection, verified again
+            upstream = None
+        if upstream is None:
+            assert identity.onec_login is not None
+            upstream = self._open(key, identity.onec_login)
+        upstream.last_used = self._clock()
+        self._personal.move_to_end(key)
+        return upstream
+
+    def _open(self, key: str, login: OneCLogin) -> Upstream:
+        if len(self._personal) >= self._settings.onec_max_identities:
+            idle = next((upstream for upstream in self._personal.values() if not upstream.busy), None)
+            if idle is None:
+                raise IdentityLimitError(
+                    f"The proxy already holds {len(self._personal)} personal 1C connections, all busy "
+                    "(MCP_ONEC_MAX_IDENTITIES); try again later"
+                )
+            self._drop(idle)
+        client = self._client_factory(login)
+        if self._settings.onec_catalog == "shared":
+            upstream = Upstream(key, client, self.service.catalog, owns_catalog=False)
+        else:
+            upstream = Upstream(key, client, self._new_catalog(client))
+        self._personal[key] = upstream
+        return upstream
+
+    def _drop(self, upstream: Upstream) -> None:
+        """Forget `upstream` now and close it in the background (its callers, if any, are answered)."""
+        if self._personal.get(upstream.key) is upstream:
+            del self._personal[upstream.key]
+        task = asyncio.get_running_loop().create_task(upstream.aclose(), name="onec-identity-close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _new_catalog(self, client: OneCClient) -> Catalog:
+        return Catalog(
+            client,
+            ttl=self._settings.catalog_ttl,
+            on_change=self._on_change,
+            connected_clients=self._connected_clients,
+        )
+
+    async def _close_idle_loop(self) -> None:
+        idle_after = self._settings.onec_identity_idle
+        while True:
+            await asyncio.sleep(min(idle_after / 4, 30.0))
+            self.close_idle()
+
+    def close_idle(self) -> int:
+        """Close the personal connections idle for MCP_ONEC_IDENTITY_IDLE; returns how many."""
+        deadline = self._clock() - self._settings.onec_identity_idle
+        idle = [u for u in self._personal.values() if u.last_used <= deadline and not u.busy]
+        for upstream in idle:
+            self._drop(upstream)
+        if idle:
+            logger.info("closed %d idle personal 1C connections; %d open", len(idle), self.size)
+        return len(idle)
+
+    # --- what ops see -------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Personal connections open (the service account's is not counted)."""
+        return len(self._personal)
+
+    def status(self) -> dict[str, Any]:
+        """Counts only: which people are connected is not for /health."""
+        return {
+            "mode": self._settings.onec_auth,
+            "catalog": self._settings.onec_catalog if self._settings.onec_auth == "passthrough" else "shared",
+            "personal_connections": self.size,
+            "max_identities": self._settings.onec_max_identities,
+            "in_flight": sum(u.client.in_flight for u in (self.service, *self._personal.values())),
+        }
