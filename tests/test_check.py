@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from py_server.check import run_check
+from py_server.demo.idp import IdentityProvider
 from py_server.demo.onec_emulator import OneCEmulator
 
 from .conftest import proxy_settings
@@ -92,3 +94,35 @@ async def test_check_fails_when_names_masking_lacks_its_extra(
     code, out = await check(emulator, mask_pii=["all", "names"])
     assert code == 1
     assert "[FAIL] personal-data masking: MCP_MASK_PII=names needs the optional extra" in out
+
+
+# --- identity ------------------------------------------------------------------------------
+
+
+async def test_passthrough_without_a_service_account_is_not_a_failure(emulator: OneCEmulator) -> None:
+    code, out = await check(emulator, onec_auth="passthrough", onec_username="", onec_password="")
+    assert code == 0, out
+    assert "[ok]   1C answers and asks for a login" in out
+    assert "1C logins: each HTTP client's own (passthrough), catalog per identity" in out
+
+
+async def test_the_service_account_is_named_by_default(emulator: OneCEmulator) -> None:
+    _, out = await check(emulator)
+    assert f"1C logins: the service account '{emulator.username}' for everybody" in out
+
+
+async def test_oauth_loads_the_issuers_keys_and_the_policy_files_groups(emulator: OneCEmulator, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[groups.interns]\nread_only = true\ntools_deny = ["no_such_*"]\n', encoding="utf-8")
+    with IdentityProvider() as idp:
+        code, out = await check(emulator, oauth_issuer=idp.issuer, oauth_audience="onec-mcp-proxy", policy_file=policy)
+    assert code == 0, out
+    assert f"[ok]   OAuth: issuer {idp.issuer}" in out
+    assert "[ok]   policy file: groups interns from the token claim 'groups'; a user in none of them: deny" in out
+    assert "[warn] policy file: " in out and "no_such_*" in out
+
+
+async def test_an_unreachable_issuer_fails_the_check(emulator: OneCEmulator) -> None:
+    code, out = await check(emulator, oauth_issuer=closed_port_url(), oauth_audience="onec-mcp-proxy")
+    assert code == 1
+    assert "[FAIL] OAuth: " in out

@@ -246,3 +246,10 @@ def test_serving_beyond_loopback_needs_a_token_or_an_explicit_yes() -> None:
     require_safe_exposure(load_settings({"host": "0.0.0.0", "auth_token": "a-long-random-token"}))
     require_safe_exposure(load_settings({"host": "0.0.0.0", "allow_unauthenticated": True}))
     require_safe_exposure(load_settings({"host": "127.0.0.1"}))
+
+
+def test_env_example_lists_every_setting() -> None:
+    example = (Path(__file__).resolve().parents[1] / "env.example").read_text(encoding="utf-8")
+    listed = {line.split("=", 1)[0].lstrip("# ").strip() for line in example.splitlines() if "=" in line}
+    missing = [name for name in (env_name(field) for field in Settings.model_fields) if name not in listed]
+    assert missing == []

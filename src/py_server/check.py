@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from mcp import types
 
-from .config import Settings, require_onec_url
+from .config import Settings, require_consistent_identity, require_onec_url
 from .errors import (
     ConfigError,
     OneCAuthError,
@@ -22,10 +22,13 @@ from .errors import (
     OneCTimeoutError,
 )
 from .extras import create_extras
+from .group_policy import GroupPolicies
+from .identity.oauth import JWTVerifier, KeySetUnavailable
 from .masking import Masker
 from .onec_client import Discovery, OneCClient
 from .onec_mapping import to_items, to_prompt, to_resource, to_tool
 from .policy import Policy, Rules
+from .wiring import build_policies
 
 OK, FAIL, WARN, INFO = "[ok]  ", "[FAIL]", "[warn]", "[--]  "
 KINDS = ("tools", "resources", "prompts")
@@ -76,21 +79,41 @@ async def run_check(settings: Settings, *, out: TextIO) -> int:
     A warning ([warn]), such as the reference extension's prompts/list bug, is not a failure.
     """
     url = require_onec_url(settings)
+    require_consistent_identity(settings)
     print(f"1C HTTP service: {url}  (user: {settings.onec_username or '-'})", file=out)
     report = _Report(out)
     async with OneCClient.from_settings(settings) as client:
-        listed = await _check_onec(client, report)
+        listed = await _check_onec(client, report, logins_per_user=_asks_each_user(settings))
     local_tools = await _check_extras(settings, report)
     _check_governance(settings, listed, local_tools, report)
+    await _check_identity(settings, listed, local_tools, report)
     return 1 if report.failed else 0
 
 
-async def _check_onec(client: OneCClient, report: _Report) -> dict[str, list[dict[str, Any]]]:
+def _asks_each_user(settings: Settings) -> bool:
+    """Passthrough without a service account: 1C is expected to ask `check` for a login it does not have."""
+    return settings.onec_auth == "passthrough" and not settings.onec_username
+
+
+async def _check_onec(
+    client: OneCClient, report: _Report, *, logins_per_user: bool = False
+) -> dict[str, list[dict[str, Any]]]:
     """Discovery, round trip and the three lists; returns what 1C listed, by kind."""
     listed: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     try:
         discovery = await client.discover()
         rtt = await client.ping()
+    except OneCAuthError as exc:
+        if logins_per_user and exc.status_code == 401:
+            report.line(
+                OK, "1C answers and asks for a login: each HTTP client sends its own (MCP_ONEC_AUTH=passthrough)"
+            )
+            report.line(
+                INFO, "the catalog is not listed here: set MCP_ONEC_USERNAME to check it with a service account"
+            )
+        else:
+            report.failure(f"cannot talk to 1C: {exc}", exc)
+        return listed
     except OneCError as exc:
         report.failure(f"cannot talk to 1C: {exc}", exc)
         return listed
@@ -181,3 +204,56 @@ def _check_governance(
         masked = ", ".join(settings.mask_pii) if settings.mask_pii else "off (MCP_MASK_PII)"
         report.line(INFO, f"personal-data masking: {masked}")
     report.line(INFO, f"audit log: {settings.audit_log or 'off (MCP_AUDIT_LOG)'}")
+
+
+async def _check_identity(
+    settings: Settings, listed: dict[str, list[dict[str, Any]]], local_tools: list[types.Tool], report: _Report
+) -> None:
+    """Who reaches 1C as whom; the OAuth issuer's metadata and keys; the groups of MCP_POLICY_FILE."""
+    if settings.onec_auth == "passthrough":
+        report.line(
+            INFO,
+            f"1C logins: each HTTP client's own (passthrough), catalog {settings.onec_catalog.replace('_', ' ')}; "
+            f"at most {settings.onec_max_identities} kept, closed after {settings.onec_identity_idle:g} s idle; "
+            f"{settings.identity_concurrency} calls per person, {settings.onec_max_concurrency} in total",
+        )
+    else:
+        report.line(INFO, f"1C logins: the service account '{settings.onec_username or '-'}' for everybody")
+    if not settings.oauth_enabled:
+        return
+    verifier = JWTVerifier.from_settings(settings)
+    try:
+        await verifier.load()
+    except KeySetUnavailable as exc:
+        report.failure(f"OAuth: {exc}")
+    else:
+        scopes = ", ".join(settings.oauth_scopes) or "none required"
+        report.line(
+            OK,
+            f"OAuth: issuer {verifier.metadata_issuer}, its keys load; audience {settings.oauth_audience}; "
+            f"scopes: {scopes}",
+        )
+    finally:
+        await verifier.aclose()
+    if settings.policy_file is None:
+        report.line(INFO, "OAuth users get the global policy (no MCP_POLICY_FILE)")
+        return
+    try:
+        policies = build_policies(settings)
+    except ConfigError as exc:
+        report.failure(str(exc))
+        return
+    assert isinstance(policies, GroupPolicies)
+    policy_file = policies.policy_file
+    report.line(
+        OK,
+        f"policy file: groups {', '.join(policy_file.groups)} from the token claim '{policy_file.claim}'; "
+        f"a user in none of them: {policy_file.default}",
+    )
+    if not listed["tools"]:  # nothing listed to hold the patterns against
+        return
+    onec_tools, _ = to_items(listed["tools"], to_tool, "tool")
+    resources, _ = to_items(listed["resources"], to_resource, "resource")
+    prompts, _ = to_items(listed["prompts"], to_prompt, "prompt")
+    for warning in policies.warnings([*onec_tools, *local_tools], resources, prompts):
+        report.line(WARN, f"policy file: {warning} (a typo?)")

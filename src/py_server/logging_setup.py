@@ -29,7 +29,13 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _CHATTY = ("httpx", "httpcore", "mcp", "sse_starlette", "uvicorn.access")
 # Loggers (and their children) that anyone who can reach the port can make write: rejected requests,
 # broken connections, protocol errors. Their repeats are rate-limited so a scanner cannot fill the disk.
-RATE_LIMITED_LOGGERS = ("py_server.http_security", "py_server.http_connections", "uvicorn.error", "asyncio")
+RATE_LIMITED_LOGGERS = (
+    "py_server.http_security",
+    "py_server.http_connections",
+    "py_server.identity.oauth",  # an identity provider that is down fails every sign-in
+    "uvicorn.error",
+    "asyncio",
+)
 # A kind is (logger, message template, level). Messages that carry their own values (asyncio formats
 # its own) make a new kind each time; past this many, forget them all rather than grow without bound.
 _MAX_KINDS = 1000

@@ -126,7 +126,11 @@ class Authenticator:
         self, headers: Headers, metadata_url: str | None
     ) -> tuple[AccessToken, Identity] | Refusal:
         assert self._verifier is not None
-        challenge = "Bearer" + (f' resource_metadata="{metadata_url}"' if metadata_url else "")
+        # RFC 6750/9728: where the metadata is, and which scopes to ask for, so a client can sign in.
+        params = [f'resource_metadata="{metadata_url}"'] if metadata_url else []
+        if self._verifier.required_scopes:
+            params.append(f'scope="{" ".join(self._verifier.required_scopes)}"')
+        challenge = "Bearer " + ", ".join(params) if params else "Bearer"
         scheme, _, presented = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             # RFC 6750 §3.1: no error code when the request carried no token at all.
@@ -134,7 +138,7 @@ class Authenticator:
         try:
             access = await self._verifier.check(presented.strip())
         except TokenRejected as exc:
-            challenge += f', error="{exc.error}", error_description="{_quoted(exc.description)}"'
+            challenge += f'{"," if params else ""} error="{exc.error}", error_description="{_quoted(exc.description)}"'
             return Refusal(exc.status_code, exc.description, challenge, exc.error)
         name = user_name(access)
         groups = groups_of(access, self._group_claim) if self._group_claim else ()
