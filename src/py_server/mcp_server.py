@@ -184,8 +184,8 @@ class MCPProxy:
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
     ) -> types.ListToolsResult:
         caller = caller_of(ctx)
-        onec = await self._connection(caller)
-        onec_tools = await onec.catalog.items("tools")
+        async with self._connection(caller) as onec:
+            onec_tools = await onec.catalog.items("tools")
         self._note_shadowed({tool.name for tool in onec_tools})
         tools = [tool for tool in onec_tools if tool.name not in self.registry]
         policy = self.policies.policy_for(caller)
@@ -195,17 +195,17 @@ class MCPProxy:
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
     ) -> types.ListResourcesResult:
         caller = caller_of(ctx)
-        onec = await self._connection(caller)
-        policy = self.policies.policy_for(caller)
-        return types.ListResourcesResult(resources=policy.visible_resources(await onec.catalog.items("resources")))
+        async with self._connection(caller) as onec:
+            resources = await onec.catalog.items("resources")
+        return types.ListResourcesResult(resources=self.policies.policy_for(caller).visible_resources(resources))
 
     async def _list_prompts(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
     ) -> types.ListPromptsResult:
         caller = caller_of(ctx)
-        onec = await self._connection(caller)
-        policy = self.policies.policy_for(caller)
-        return types.ListPromptsResult(prompts=policy.visible_prompts(await onec.catalog.items("prompts")))
+        async with self._connection(caller) as onec:
+            prompts = await onec.catalog.items("prompts")
+        return types.ListPromptsResult(prompts=self.policies.policy_for(caller).visible_prompts(prompts))
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
@@ -213,24 +213,29 @@ class MCPProxy:
         name, arguments = params.name, params.arguments or {}
         caller = caller_of(ctx)
         with self._record(caller, "tools/call", name, arguments) as record:
-            onec = await self._connection(caller)
-            definition, exists = await self._tool_definition(name, onec)
-            _enforce(record, "tools", name, self.policies.policy_for(caller).check_tool(name, definition))
-            if not exists:
-                raise MCPError(
-                    types.INVALID_PARAMS,
-                    f"Unknown tool: '{clip(name)}' (neither 1C nor the proxy has a tool by that name)",
-                )
-            result = await self._masked(self.masker.mask_call_result, await self._run_tool(name, arguments, onec))
+            async with self._connection(caller) as onec:
+                definition, exists = await self._tool_definition(name, onec)
+                _enforce(record, "tools", name, self.policies.policy_for(caller).check_tool(name, definition))
+                if not exists:
+                    raise MCPError(
+                        types.INVALID_PARAMS,
+                        f"Unknown tool: '{clip(name)}' (neither 1C nor the proxy has a tool by that name)",
+                    )
+                result = await self._run_tool(name, arguments, onec)
+            result = await self._masked(self.masker.mask_call_result, result)
             record.result(result)
             return result
 
-    async def _connection(self, caller: Caller) -> OneCConnection:
-        """The 1C connection for the caller's identity; no room for another person is a JSON-RPC error."""
-        try:
-            return await self.upstreams.connection(caller.identity)
-        except IdentityLimitError as exc:
-            raise MCPError(types.INTERNAL_ERROR, str(exc)) from exc
+    @contextlib.asynccontextmanager
+    async def _connection(self, caller: Caller) -> AsyncIterator[OneCConnection]:
+        """The 1C connection for the caller's identity, held for the request; no room for another
+        person is a JSON-RPC error."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                onec = await stack.enter_async_context(self.upstreams.connection(caller.identity))
+            except IdentityLimitError as exc:
+                raise MCPError(types.INTERNAL_ERROR, str(exc)) from exc
+            yield onec
 
     async def _tool_definition(self, name: str, onec: OneCConnection) -> tuple[types.Tool | None, bool]:
         """(definition, exists): a local tool first; a 1C tool may exist before its definition is known."""
@@ -261,11 +266,11 @@ class MCPProxy:
         caller = caller_of(ctx)
         with self._record(caller, "resources/read", params.uri) as record:
             _enforce(record, "resources", params.uri, self.policies.policy_for(caller).check("resources", params.uri))
-            onec = await self._connection(caller)
-            try:
-                result = to_read_result(await onec.read_resource(params.uri))
-            except OneCError as exc:
-                raise self._protocol_error(f"Cannot read the 1C resource '{clip(params.uri)}'", exc) from exc
+            async with self._connection(caller) as onec:
+                try:
+                    result = to_read_result(await onec.read_resource(params.uri))
+                except OneCError as exc:
+                    raise self._protocol_error(f"Cannot read the 1C resource '{clip(params.uri)}'", exc) from exc
             result = await self._masked(self.masker.mask_read_result, result)
             record.result(result)
             return result
@@ -276,11 +281,11 @@ class MCPProxy:
         caller = caller_of(ctx)
         with self._record(caller, "prompts/get", params.name, params.arguments) as record:
             _enforce(record, "prompts", params.name, self.policies.policy_for(caller).check("prompts", params.name))
-            onec = await self._connection(caller)
-            try:
-                result = to_prompt_result(await onec.get_prompt(params.name, params.arguments))
-            except (OneCError, InvalidRequestError) as exc:
-                raise self._protocol_error(f"Cannot get the 1C prompt '{clip(params.name)}'", exc) from exc
+            async with self._connection(caller) as onec:
+                try:
+                    result = to_prompt_result(await onec.get_prompt(params.name, params.arguments))
+                except (OneCError, InvalidRequestError) as exc:
+                    raise self._protocol_error(f"Cannot get the 1C prompt '{clip(params.name)}'", exc) from exc
             result = await self._masked(self.masker.mask_prompt_result, result)
             record.result(result)
             return result

@@ -18,8 +18,7 @@ user's name in `MCP_ONEC_USER_HEADER`).
   people different tools); with `shared` they all serve the service account's.
 
     registry = UpstreamRegistry(settings, service_client, on_change=notify, connected_clients=count)
-    async with registry.running():
-        onec = await registry.connection(identity)
+    async with registry.running(), registry.connection(identity) as onec:
         tools = await onec.catalog.items("tools")
         result = await onec.call_tool("get_metadata", {})
 """
@@ -38,7 +37,7 @@ from urllib.parse import quote
 
 from .catalog import Catalog, ChangeCallback
 from .config import Settings
-from .errors import OneCBusyError, OneCConnectionError
+from .errors import OneCBusyError, OneCConnectionError, OneCError
 from .identity import SERVICE_KEY, Identity, OneCLogin
 from .onec_client import OneCClient, TotalSlots
 
@@ -63,14 +62,16 @@ class Upstream:
     catalog: Catalog
     owns_catalog: bool = True
     verified: bool = False
+    leases: int = 0  # requests holding this connection: it is not closed under them
     last_used: float = field(default_factory=time.monotonic)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _unleased: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
     _started: bool = False
 
     @property
     def busy(self) -> bool:
-        return self.client.in_flight > 0 or self.client.queued > 0
+        return self.leases > 0 or self.client.in_flight > 0 or self.client.queued > 0
 
     async def start(self) -> None:
         """Run the catalog's refresher (once); waits for its first fetch like the service catalog."""
@@ -81,7 +82,21 @@ class Upstream:
                 await self._stack.enter_async_context(self.catalog.running())
             self._started = True
 
-    async def aclose(self) -> None:
+    def lease(self) -> None:
+        self.leases += 1
+        self._unleased.clear()
+
+    def release(self) -> None:
+        self.leases -= 1
+        if self.leases == 0:
+            self._unleased.set()
+
+    async def aclose(self, *, grace: float = 0.0) -> None:
+        """Close the catalog and the client; first wait up to `grace` seconds for the requests using it."""
+        if self.leases and grace > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._unleased.wait()
         await self._stack.aclose()
         await self.client.aclose()
 
@@ -135,6 +150,7 @@ class UpstreamRegistry:
         self.service = Upstream(SERVICE_KEY, service_client, self._new_catalog(service_client), verified=True)
         self._personal: OrderedDict[str, Upstream] = OrderedDict()  # least recently used first
         self._closing: set[asyncio.Task[None]] = set()
+        self._dropped: set[Upstream] = set()  # forgotten, and closing once their requests are done
         self._header = settings.onec_user_header
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -152,10 +168,14 @@ class UpstreamRegistry:
         finally:
             reaper.cancel()
             await asyncio.gather(reaper, return_exceptions=True)
-            personal = list(self._personal.values())
+            # At shutdown nobody waits for requests to finish: every connection closes now.
+            closing, dropped = list(self._closing), list(self._dropped)
+            for task in closing:
+                task.cancel()
+            await asyncio.gather(*closing, return_exceptions=True)
+            personal = [*self._personal.values(), *dropped]
             self._personal.clear()
             await asyncio.gather(*(upstream.aclose() for upstream in personal), return_exceptions=True)
-            await asyncio.gather(*self._closing, return_exceptions=True)
             await self.service.client.aclose()
 
     @property
@@ -171,19 +191,26 @@ class UpstreamRegistry:
 
     # --- per request --------------------------------------------------------------------
 
-    async def connection(self, identity: Identity) -> OneCConnection:
-        """The 1C connection of `identity`, made (and its catalog started) on first use.
+    @contextlib.asynccontextmanager
+    async def connection(self, identity: Identity) -> AsyncIterator[OneCConnection]:
+        """The 1C connection of `identity` for one request, made (and its catalog started) on first
+        use; neither eviction nor the idle reaper closes it while the block runs.
 
         Raises:
             IdentityLimitError: MCP_ONEC_MAX_IDENTITIES personal connections are all busy.
         """
         upstream = self._upstream(identity)
-        await upstream.start()
-        headers = None
-        if identity.on_behalf_of:
-            # Header values are ASCII: a Cyrillic name goes percent-encoded UTF-8.
-            headers = {self._header: quote(identity.on_behalf_of, safe="@._-+ ")}
-        return OneCConnection(upstream, headers)
+        upstream.lease()
+        try:
+            await upstream.start()
+            headers = None
+            if identity.on_behalf_of:
+                # Header values are ASCII: a Cyrillic name goes percent-encoded UTF-8.
+                headers = {self._header: quote(identity.on_behalf_of, safe="@._-+ ")}
+            yield OneCConnection(upstream, headers)
+        finally:
+            upstream.release()
+            upstream.last_used = self._clock()
 
     async def verify(self, identity: Identity) -> None:
         """Check a person's 1C login once, before a session is made with it (no-op for the service account).
@@ -198,20 +225,24 @@ class UpstreamRegistry:
         upstream = self._upstream(identity)
         if upstream.verified:
             return
-        async with upstream._lock:
-            if upstream.verified:
-                return
-            try:
-                await upstream.client.probe(min(VERIFY_TIMEOUT, self._settings.onec_timeout))
-            except OneCConnectionError:
-                raise
-            except Exception:
-                if upstream.client.login_refused:
-                    self._drop(upstream)
+        upstream.lease()  # not evicted while 1C is asked
+        try:
+            async with upstream._lock:
+                if upstream.verified:
+                    return
+                try:
+                    await upstream.client.probe(min(VERIFY_TIMEOUT, self._settings.onec_timeout))
+                except OneCConnectionError:
                     raise
-                # 1C answered past its login check (a 404 or 500 of the service): the login is good.
-            upstream.verified = True
-            logger.info("1C login of %r verified; %d personal 1C connections open", identity.onec_user, self.size)
+                except OneCError:
+                    if upstream.client.login_refused:
+                        self._drop(upstream)
+                        raise
+                    # 1C answered past its login check (a 404 or 500 of the service): the login is good.
+                upstream.verified = True
+        finally:
+            upstream.release()
+        logger.info("1C login of %r verified; %d personal 1C connections open", identity.onec_user, self.size)
 
     def _upstream(self, identity: Identity) -> Upstream:
         key = identity.connection_key
@@ -246,12 +277,16 @@ class UpstreamRegistry:
         return upstream
 
     def _drop(self, upstream: Upstream) -> None:
-        """Forget `upstream` now and close it in the background (its callers, if any, are answered)."""
+        """Forget `upstream` now; close it in the background once the requests using it are done."""
         if self._personal.get(upstream.key) is upstream:
             del self._personal[upstream.key]
-        task = asyncio.get_running_loop().create_task(upstream.aclose(), name="onec-identity-close")
+        # Requests already holding it (a login 1C refused since) get their answer, not a closed client.
+        grace = self._settings.onec_timeout + self._settings.onec_queue_timeout
+        self._dropped.add(upstream)
+        task = asyncio.get_running_loop().create_task(upstream.aclose(grace=grace), name="onec-identity-close")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+        task.add_done_callback(lambda _: self._dropped.discard(upstream))
 
     def _new_catalog(self, client: OneCClient) -> Catalog:
         return Catalog(
