@@ -4,6 +4,7 @@ read from where, empty values, and a .env that is not UTF-8."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -15,6 +16,7 @@ from py_server.config import (
     env_name,
     is_loopback_host,
     load_settings,
+    require_consistent_identity,
     require_safe_exposure,
 )
 from py_server.errors import ConfigError
@@ -253,3 +255,24 @@ def test_env_example_lists_every_setting() -> None:
     listed = {line.split("=", 1)[0].lstrip("# ").strip() for line in example.splitlines() if "=" in line}
     missing = [name for name in (env_name(field) for field in Settings.model_fields) if name not in listed]
     assert missing == []
+
+
+def test_a_shared_catalog_in_passthrough_mode_needs_a_service_account() -> None:
+    settings = Settings(_env_file=None, onec_auth="passthrough", onec_catalog="shared")  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match=r"MCP_ONEC_CATALOG=shared .* MCP_ONEC_USERNAME is not set"):
+        require_consistent_identity(settings)
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"oauth_issuer": "https://idp", "auth_token": "t"}, "MCP_AUTH_TOKEN and MCP_OAUTH_ISSUER are both set"),
+        ({"oauth_issuer": "https://idp"}, "MCP_OAUTH_AUDIENCE is not"),
+        ({"oauth_audience": "x"}, "MCP_OAUTH_ISSUER is not"),
+        ({"policy_file": "p.toml"}, r"MCP_POLICY_FILE=p.toml .* MCP_OAUTH_ISSUER is not set"),
+        ({"oauth_issuer": "idp.example", "oauth_audience": "x"}, "MCP_OAUTH_ISSUER must be an http"),
+    ],
+)
+def test_identity_settings_that_do_not_fit_together_are_one_line(values: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        require_consistent_identity(Settings(_env_file=None, **values))  # type: ignore[call-arg]

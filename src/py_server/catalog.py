@@ -96,6 +96,7 @@ class Catalog:
         connected_clients: Callable[[], int] | None = None,
         first_fetch_wait: float = FIRST_FETCH_WAIT,
         miss_refresh_interval: float = MISS_REFRESH_INTERVAL,
+        announce_first_fetch: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -105,6 +106,7 @@ class Catalog:
         self._connected_clients = connected_clients
         self._first_fetch_wait = first_fetch_wait
         self._miss_refresh_interval = miss_refresh_interval
+        self._announce_first_fetch = announce_first_fetch
         self._clock = clock
         self._sleep = sleep
         self._sections: dict[Kind, Section] = {kind: Section() for kind in KINDS}
@@ -203,8 +205,11 @@ class Catalog:
         return await asyncio.shield(task)
 
     async def _fetch_and_announce(self) -> set[Kind]:
+        first = not self._first_attempt.is_set()
         changed = await self._fetch_all()
-        if changed and self._on_change is not None:
+        # A catalog made for a request (one person's) is fetched before its first list is answered:
+        # nobody has seen the empty one, so its arrival is no change to announce.
+        if changed and self._on_change is not None and (self._announce_first_fetch or not first):
             try:
                 await self._on_change(changed)
             except Exception:  # the catalog is updated either way; callers must not see this

@@ -435,6 +435,11 @@ def require_consistent_identity(settings: Settings) -> None:
             f"MCP_POLICY_FILE={settings.policy_file} maps the groups of signed-in users, but MCP_OAUTH_ISSUER is "
             "not set: turn OAuth on, or use MCP_TOOLS_ALLOW/_DENY and MCP_READ_ONLY for everybody"
         )
+    if settings.onec_auth == "passthrough" and settings.onec_catalog == "shared" and not settings.onec_username:
+        raise ConfigError(
+            "MCP_ONEC_CATALOG=shared reads one catalog for everybody with the service account, but "
+            "MCP_ONEC_USERNAME is not set: set it, or use MCP_ONEC_CATALOG=per_identity"
+        )
     for name in ("oauth_issuer", "oauth_jwks_url", "oauth_resource"):
         value = getattr(settings, name)
         if value is not None and not value.lower().startswith(("https://", "http://")):

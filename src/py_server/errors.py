@@ -57,7 +57,14 @@ class OneCHTTPError(OneCError):
 
 
 class OneCAuthError(OneCHTTPError):
-    """401 or 403: wrong login/password, or the user has no right to the HTTP service."""
+    """401 or 403: wrong login/password, or the user has no right to the HTTP service.
+
+    `reason` is 1C's own text from its error page (an excerpt, secrets masked), or "".
+    """
+
+    def __init__(self, message: str, *, status_code: int, reason: str = "") -> None:
+        super().__init__(message, status_code=status_code)
+        self.reason = reason
 
 
 class OneCRedirectError(OneCHTTPError):

@@ -17,6 +17,7 @@ logging setup rate-limits this logger against floods.
 from __future__ import annotations
 
 import logging
+import re
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.datastructures import Headers
@@ -46,6 +47,7 @@ METADATA_PATH = "/.well-known/oauth-protected-resource"
 PUBLIC_METHODS = frozenset({"GET", "HEAD"})
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 ANY = "*"
+_HOST_SYNTAX = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?")
 
 
 def _hostname(host_header: str) -> str:
@@ -151,7 +153,11 @@ class RequestGuard:
 
     def _check_origin(self, headers: Headers) -> PlainTextResponse | None:
         host = headers.get("host", "")
-        if ANY not in self.hostnames and _hostname(host).lower() not in self.hostnames:
+        # A name and a port, nothing else: the Host ends up in URLs the proxy hands out (the OAuth
+        # challenge and metadata), so `name:80@evil` or quotes must not pass even with MCP_ALLOWED_HOSTS=*.
+        if not _HOST_SYNTAX.fullmatch(host) or (
+            ANY not in self.hostnames and _hostname(host).lower() not in self.hostnames
+        ):
             logger.warning("rejected a request with a Host that is not allowed (allow it with MCP_ALLOWED_HOSTS)")
             logger.debug("rejected Host %r", host[:200])
             return PlainTextResponse("Invalid Host header", status_code=421)

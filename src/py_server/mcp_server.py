@@ -171,7 +171,8 @@ class MCPProxy:
         return server
 
     async def _initialized(self, ctx: ServerRequestContext[Any], params: types.NotificationParams) -> None:
-        self.notifier.add_session(ctx.session)
+        # A session hears about the catalog it is served: its identity's own, or the shared one.
+        self.notifier.add_session(ctx.session, self.upstreams.audience_of(caller_of(ctx).identity))
 
     async def _listen(
         self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams
@@ -324,7 +325,12 @@ class MCPProxy:
 
     # --- catalog changes and health -----------------------------------------------------
 
-    async def _catalog_changed(self, kinds: set[Kind]) -> None:
+    async def _catalog_changed(self, kinds: set[Kind], audience: str | None = None) -> None:
+        """A catalog changed: everybody's (audience None), or one person's own (their connection key)."""
+        if audience is not None:
+            logger.debug("a personal 1C catalog changed (%s); notifying its sessions", ", ".join(sorted(kinds)))
+            await self.notifier.notify(kinds, audience)
+            return
         logger.info("1C catalog changed (%s); notifying clients", ", ".join(sorted(kinds)))
         warnings = set(self.policy_report()["warnings"])
         for warning in sorted(warnings - self._policy_warnings):

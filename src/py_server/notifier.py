@@ -73,6 +73,8 @@ class ListChangeNotifier:
         # One entry per open handshake-era connection: its Connection (or the session itself, see
         # `_connection_of`) → the session captured at notifications/initialized.
         self._sessions: dict[object, ServerSession] = {}
+        # Whose catalog a session hears about: its 1C connection key (None hears every change).
+        self._audiences: dict[object, str | None] = {}
         self._rounds: set[asyncio.Task[None]] | None = None  # rounds in flight; None outside running()
 
     @property
@@ -85,7 +87,7 @@ class ListChangeNotifier:
         """Open 2026-07-28 `subscriptions/listen` streams."""
         return self.listen_handler.open_streams
 
-    def add_session(self, session: ServerSession) -> None:
+    def add_session(self, session: ServerSession, audience: str | None = None) -> None:
         """Remember a handshake-era session until its connection ends. Twice for one connection is once.
 
         `ctx.session` is a new wrapper for every inbound message, around one long-lived
@@ -102,11 +104,20 @@ class ListChangeNotifier:
         if key in self._sessions:
             return
         self._sessions[key] = session
+        self._audiences[key] = audience
         if connection is not None:
-            connection.exit_stack.callback(self._sessions.pop, key, None)
+            connection.exit_stack.callback(self._forget, key)
 
-    async def notify(self, kinds: Iterable[str]) -> asyncio.Event:
+    def _forget(self, key: object) -> None:
+        self._sessions.pop(key, None)
+        self._audiences.pop(key, None)
+
+    async def notify(self, kinds: Iterable[str], audience: str | None = None) -> asyncio.Event:
         """Announce changed lists to every client; returns at once, without waiting for slow clients.
+
+        With `audience`, handshake-era sessions hear it only if they were added with that audience
+        (one person's own 1C catalog). 2026 listen streams share one bus and hear every change:
+        a needless re-list for some, never a change missed.
 
         The returned event is set when every delivery of this round has ended. Outside
         `running()` the round runs inline and the event is already set.
@@ -115,7 +126,12 @@ class ListChangeNotifier:
         for kind in kinds:
             await self.bus.publish(_EVENTS[kind])
         done = asyncio.Event()
-        deliveries = self._deliver_round(list(self._sessions.items()), kinds)
+        sessions = [
+            (key, session)
+            for key, session in self._sessions.items()
+            if audience is None or self._audiences.get(key) in (audience, None)
+        ]
+        deliveries = self._deliver_round(sessions, kinds)
         if self._rounds is None:
             await deliveries
             done.set()
@@ -147,7 +163,7 @@ class ListChangeNotifier:
             # callback); a slow ping or a missing GET stream now does not mean the client is gone.
             if key is session and self._sessions.get(key) is session:
                 logger.debug("dropping an MCP session that did not take list_changed: %r", exc)
-                del self._sessions[key]
+                self._forget(key)
             else:
                 logger.debug("an MCP client did not take list_changed this time: %r", exc)
 
@@ -169,6 +185,7 @@ class ListChangeNotifier:
         for task in self._rounds or ():
             task.cancel()
         self._sessions.clear()
+        self._audiences.clear()
 
 
 def _connection_of(session: ServerSession) -> Connection | None:

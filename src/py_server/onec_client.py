@@ -757,10 +757,12 @@ class OneCClient:
                 f"1C rejected the login {who} (HTTP 401). Check {self._login_source}.", status_code=status
             )
         if status == 403:
+            reason = self._excerpt(answer.content)
             raise OneCAuthError(
                 f"1C user '{user}' has no right to use the HTTP service (HTTP 403) at {url}: "
-                f"{self._excerpt(answer.content)}. Grant the user rights in the 1C configurator.",
+                f"{reason}. Grant the user rights in the 1C configurator.",
                 status_code=status,
+                reason=reason,
             )
         hint = (
             "Check MCP_ONEC_SERVICE_ROOT and MCP_ONEC_RPC_PATH and that the HTTP service is published."

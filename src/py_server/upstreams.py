@@ -30,14 +30,14 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from .catalog import Catalog, ChangeCallback
+from .catalog import Catalog, Kind
 from .config import Settings
-from .errors import OneCBusyError, OneCConnectionError, OneCError
+from .errors import OneCAuthError, OneCBusyError, OneCHTTPError
 from .identity import SERVICE_KEY, Identity, OneCLogin
 from .onec_client import OneCClient, TotalSlots
 
@@ -46,7 +46,13 @@ __all__ = ["IdentityLimitError", "OneCConnection", "Upstream", "UpstreamRegistry
 logger = logging.getLogger(__name__)
 
 VERIFY_TIMEOUT = 10.0  # seconds a login check may take; it runs outside the concurrency slots
+# A login 1C refused is refused again without asking 1C for this long: a client retrying a wrong
+# password in a loop, or guessing, does not reach 1C more than once per login per this many seconds.
+REFUSED_LOGIN_MEMORY = 10.0
+MAX_REFUSED_REMEMBERED = 1000
 ClientFactory = Callable[[OneCLogin], OneCClient]
+# (changed kinds, whose catalog: a connection key, or None for the catalog everybody is served)
+AudienceChangeCallback = Callable[[set[Kind], "str | None"], Awaitable[None]]
 
 
 class IdentityLimitError(OneCBusyError):
@@ -132,7 +138,7 @@ class UpstreamRegistry:
         settings: Settings,
         service_client: OneCClient,
         *,
-        on_change: ChangeCallback | None = None,
+        on_change: AudienceChangeCallback | None = None,
         connected_clients: Callable[[], int] | None = None,
         client_factory: ClientFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -147,10 +153,16 @@ class UpstreamRegistry:
         self._client_factory = client_factory or (
             lambda login: OneCClient.from_settings(settings, login=login, total_slots=self.total_slots)
         )
-        self.service = Upstream(SERVICE_KEY, service_client, self._new_catalog(service_client), verified=True)
+        # The service catalog runs for as long as the registry does (`running`), not per request.
+        service_catalog = self._new_catalog(service_client, None, announce_first_fetch=True)
+        self.service = Upstream(SERVICE_KEY, service_client, service_catalog, verified=True, _started=True)
         self._personal: OrderedDict[str, Upstream] = OrderedDict()  # least recently used first
         self._closing: set[asyncio.Task[None]] = set()
         self._dropped: set[Upstream] = set()  # forgotten, and closing once their requests are done
+        # Login checks run outside the 1C slots (they must not queue behind tool calls), so they have
+        # their own bound; refused logins are remembered briefly, by hash.
+        self._checks = asyncio.Semaphore(settings.onec_max_concurrency)
+        self._refused: OrderedDict[str, tuple[float, OneCAuthError]] = OrderedDict()
         self._header = settings.onec_user_header
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -222,27 +234,42 @@ class UpstreamRegistry:
         """
         if identity.onec_login is None:
             return
+        key = identity.connection_key
+        refused = self._refused.get(key)
+        if refused is not None and self._clock() - refused[0] < REFUSED_LOGIN_MEMORY:
+            raise refused[1]  # the same wrong login again: 1C is not asked for a while
         upstream = self._upstream(identity)
         if upstream.verified:
             return
         upstream.lease()  # not evicted while 1C is asked
         try:
-            async with upstream._lock:
+            async with self._checks, upstream._lock:
                 if upstream.verified:
                     return
                 try:
                     await upstream.client.probe(min(VERIFY_TIMEOUT, self._settings.onec_timeout))
-                except OneCConnectionError:
+                except OneCAuthError as exc:
+                    self._drop(upstream)
+                    self._remember_refusal(key, exc)
                     raise
-                except OneCError:
-                    if upstream.client.login_refused:
-                        self._drop(upstream)
+                except OneCHTTPError as exc:
+                    if exc.status_code != 404:  # a 404 of the service comes after 1C's login check
                         raise
-                    # 1C answered past its login check (a 404 or 500 of the service): the login is good.
                 upstream.verified = True
         finally:
             upstream.release()
         logger.info("1C login of %r verified; %d personal 1C connections open", identity.onec_user, self.size)
+
+    def _remember_refusal(self, key: str, exc: OneCAuthError) -> None:
+        self._refused[key] = (self._clock(), exc)
+        self._refused.move_to_end(key)
+        while len(self._refused) > MAX_REFUSED_REMEMBERED:
+            self._refused.popitem(last=False)
+
+    def audience_of(self, identity: Identity) -> str:
+        """Whose catalog changes `identity`'s sessions hear: its own catalog's key, or the shared one's."""
+        personal = identity.onec_login is not None and self._settings.onec_catalog == "per_identity"
+        return identity.connection_key if personal else SERVICE_KEY
 
     def _upstream(self, identity: Identity) -> Upstream:
         key = identity.connection_key
@@ -272,7 +299,7 @@ class UpstreamRegistry:
         if self._settings.onec_catalog == "shared":
             upstream = Upstream(key, client, self.service.catalog, owns_catalog=False)
         else:
-            upstream = Upstream(key, client, self._new_catalog(client))
+            upstream = Upstream(key, client, self._new_catalog(client, key, announce_first_fetch=False))
         self._personal[key] = upstream
         return upstream
 
@@ -288,12 +315,20 @@ class UpstreamRegistry:
         task.add_done_callback(self._closing.discard)
         task.add_done_callback(lambda _: self._dropped.discard(upstream))
 
-    def _new_catalog(self, client: OneCClient) -> Catalog:
+    def _new_catalog(self, client: OneCClient, audience: str | None, *, announce_first_fetch: bool) -> Catalog:
+        """A catalog whose changes reach the sessions of `audience` (None: everybody's)."""
+        on_change = self._on_change
+
+        async def changed(kinds: set[Kind]) -> None:
+            if on_change is not None:
+                await on_change(kinds, audience)
+
         return Catalog(
             client,
             ttl=self._settings.catalog_ttl,
-            on_change=self._on_change,
+            on_change=changed,
             connected_clients=self._connected_clients,
+            announce_first_fetch=announce_first_fetch,
         )
 
     async def _close_idle_loop(self) -> None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,11 +33,13 @@ from starlette.responses import Response
 
 from ..callers import ProxyUser
 from ..config import Settings
-from ..errors import OneCAuthError, OneCBusyError, OneCConnectionError
+from ..errors import OneCAuthError, OneCBusyError, OneCConnectionError, OneCError
 from . import Identity, OneCLogin, parse_basic
 from .oauth import JWTVerifier, TokenRejected, groups_of, user_name
 
 __all__ = ["ONEC_AUTH_HEADER", "TOKEN_CLIENT_ID", "Authenticator", "Refusal"]
+
+logger = logging.getLogger(__name__)
 
 ONEC_AUTH_HEADER = "x-onec-authorization"
 TOKEN_CLIENT_ID = "bearer-token"  # the static token's name in logs and session ownership; never the secret
@@ -127,7 +131,7 @@ class Authenticator:
     ) -> tuple[AccessToken, Identity] | Refusal:
         assert self._verifier is not None
         # RFC 6750/9728: where the metadata is, and which scopes to ask for, so a client can sign in.
-        params = [f'resource_metadata="{metadata_url}"'] if metadata_url else []
+        params = [f'resource_metadata="{_quoted(metadata_url)}"'] if metadata_url else []
         if self._verifier.required_scopes:
             params.append(f'scope="{" ".join(self._verifier.required_scopes)}"')
         challenge = "Bearer " + ", ".join(params) if params else "Bearer"
@@ -162,8 +166,10 @@ class Authenticator:
             return Refusal(
                 401, f"Send your 1C login as HTTP Basic in {where}: each user reaches 1C as themselves", BASIC_CHALLENGE
             )
+        # The OAuth user when there is one; else the 1C user (a static token names nobody).
+        oauth_user = identity is not None and self._verifier is not None
         identity = Identity(
-            identity.subject if identity is not None else login.username,
+            identity.subject if oauth_user and identity is not None else login.username,
             groups=identity.groups if identity is not None else (),
             onec_login=login,
         )
@@ -174,7 +180,8 @@ class Authenticator:
         if access is None:
             access = AccessToken(token=login.key, client_id=BASIC_CLIENT_ID, scopes=[], subject=login.key)
         else:  # the session belongs to this token's user with this 1C login
-            access = access.model_copy(update={"subject": f"{access.subject}|{login.key}"})
+            owner = access.subject or access.client_id
+            access = access.model_copy(update={"subject": f"{owner}|{login.key}"})
         return ProxyUser(access, identity)
 
     async def _check_login(self, identity: Identity, login: OneCLogin) -> Refusal | None:
@@ -182,13 +189,18 @@ class Authenticator:
         try:
             await self._verify_login(identity)
         except OneCAuthError as exc:
+            # Only 1C's own words go back: the caller is not signed in, so no 1C URL or detail of ours.
             if exc.status_code == 403:
-                return Refusal(403, str(exc))
+                logger.info("1C refused user %r the HTTP service: %s", login.username, exc)
+                reason = f": {exc.reason}" if exc.reason else ""
+                return Refusal(403, f"1C user '{login.username}' may not use the 1C HTTP service (HTTP 403){reason}")
             return Refusal(401, f"1C rejected the login for user '{login.username}'", BASIC_CHALLENGE)
         except OneCBusyError as exc:
             return Refusal(503, str(exc))
-        except OneCConnectionError as exc:
-            return Refusal(503, f"1C did not answer, so your 1C login could not be checked: {exc}")
+        except OneCError as exc:
+            logger.warning("the 1C login of %r could not be checked: %s", login.username, exc)
+            what = "did not answer" if isinstance(exc, OneCConnectionError) else "answered the login check unexpectedly"
+            return Refusal(503, f"1C {what}, so your 1C login could not be checked; try again later")
         return None
 
     # --- construction -------------------------------------------------------------------
@@ -214,6 +226,9 @@ class Authenticator:
         )
 
 
+_UNSAFE_IN_QUOTES = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
 def _quoted(text: str) -> str:
-    """Text safe inside a quoted-string of a WWW-Authenticate header."""
-    return text.replace("\\", "\\\\").replace('"', "'").encode("ascii", "replace").decode()
+    """Text safe inside a quoted-string of a WWW-Authenticate header: ASCII, no controls, no quotes."""
+    return _UNSAFE_IN_QUOTES.sub("'", text).encode("ascii", "replace").decode()

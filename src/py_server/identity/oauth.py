@@ -322,6 +322,10 @@ class JWTVerifier:
             if not isinstance(jwks_uri, str) or not jwks_uri:
                 raise self._unavailable(f"the metadata at {url} has no jwks_uri; set MCP_OAUTH_JWKS_URL")
             self._announced_issuer = announced
+            try:
+                _require_https("the jwks_uri in the issuer's metadata", jwks_uri)
+            except ConfigError as exc:
+                raise self._unavailable(str(exc)) from None
             self._jwks_url = jwks_uri
             return jwks_uri
         raise self._unavailable(f"no metadata found ({'; '.join(tried)}); set MCP_OAUTH_JWKS_URL to its key set")
@@ -376,7 +380,7 @@ class JWTVerifier:
                 audience=self.audience,
                 issuer=issuers,
                 leeway=self.leeway,
-                options={"require": ["exp", "iss", "aud"], "enforce_minimum_key_length": True},
+                options={"require": ["exp", "iss", "aud", "sub"], "enforce_minimum_key_length": True},
             )
         except jwt.ExpiredSignatureError:
             raise TokenRejected(f"the token has expired (more than {self.leeway:g} s ago)") from None
@@ -420,14 +424,14 @@ def user_name(token: AccessToken) -> str:
 
 
 def groups_of(token: AccessToken, claim: str) -> tuple[str, ...]:
-    """The groups in `claim`: a list, or a string separated by spaces or commas.
+    """The groups in `claim`: a list, or a string that names one group ("Domain Users" is one name).
 
     `claim` is a claim name (Auth0's namespaced URLs included), or else a dotted path into nested
     claims, such as Keycloak's `realm_access.roles`.
     """
     value = _claim_value(token.claims or {}, claim)
     if isinstance(value, str):
-        items = value.replace(",", " ").split()
+        items = [value] if value else []
     elif isinstance(value, list):
         items = [item for item in value if isinstance(item, str) and item]
     else:
@@ -456,7 +460,7 @@ def _algorithm_and_kid(token: str) -> tuple[str, str | None]:
         raise TokenRejected("the token is not signed (alg 'none'); only RS, PS, ES and EdDSA signatures are accepted")
     if alg.upper().startswith("HS"):
         raise TokenRejected(
-            f"the token is signed with {clip(alg, 20)}, a shared-secret algorithm; "
+            f"the token is signed with {clip(alg, 20)!r}, a shared-secret algorithm; "
             "only the issuer's public-key signatures (RS, PS, ES, EdDSA) are accepted"
         )
     if alg not in ALGORITHMS:
