@@ -275,7 +275,7 @@ class SlowLogins(dict[str, DemoUser]):
         return super().get(key, default)
 
 
-async def test_a_connection_whose_login_1c_is_checking_is_not_evicted(emulator: OneCEmulator) -> None:
+async def test_a_login_being_checked_takes_no_room_and_is_still_refused(emulator: OneCEmulator) -> None:
     logins = SlowLogins(emulator.state.users)
     emulator.state.users = logins
     refusals: list[OneCAuthError] = []
@@ -288,8 +288,8 @@ async def test_a_connection_whose_login_1c_is_checking_is_not_evicted(emulator: 
     async with running(passthrough(emulator, onec_max_identities=1)) as proxy, anyio.create_task_group() as tg:
         tg.start_soon(check_wrong_password)
         await anyio.to_thread.run_sync(logins.checking.wait, 5)  # 1C is checking the wrong password ...
-        with pytest.raises(IdentityLimitError):
-            await proxy.registry.verify(STOREKEEPER)  # ... when another person needs the only room
+        await proxy.registry.verify(STOREKEEPER)  # ... when another person takes the only room
+        assert proxy.registry.size == 1
     assert [refused.status_code for refused in refusals] == [401]
 
 
@@ -509,3 +509,13 @@ async def test_a_personal_catalogs_first_fetch_is_not_announced(emulator: OneCEm
     assert [audience for _, audience in announced_first] == [None]  # the service catalog's, for everybody
     key = person("accountant").connection_key
     assert ({"tools"}, key) in announced  # a later change goes to that person's sessions only
+
+
+async def test_wrong_logins_evict_nobody(emulator: OneCEmulator) -> None:
+    async with running(passthrough(emulator, onec_max_identities=1)) as proxy:
+        accountant = await proxy.connect(ACCOUNTANT)
+        for guess in ("a", "b", "c"):
+            with pytest.raises(OneCAuthError):
+                await proxy.registry.verify(person("storekeeper", guess))
+        assert (await proxy.use(ACCOUNTANT)).upstream is accountant.upstream
+        assert not closed(accountant).is_set()

@@ -159,6 +159,7 @@ class UpstreamRegistry:
         self._personal: OrderedDict[str, Upstream] = OrderedDict()  # least recently used first
         self._closing: set[asyncio.Task[None]] = set()
         self._dropped: set[Upstream] = set()  # forgotten, and closing once their requests are done
+        self._pending: dict[str, Upstream] = {}  # logins being checked: not kept until 1C accepts them
         # Login checks run outside the 1C slots (they must not queue behind tool calls), so they have
         # their own bound; refused logins are remembered briefly, by hash.
         self._checks = asyncio.Semaphore(settings.onec_max_concurrency)
@@ -185,7 +186,8 @@ class UpstreamRegistry:
             for task in closing:
                 task.cancel()
             await asyncio.gather(*closing, return_exceptions=True)
-            personal = [*self._personal.values(), *dropped]
+            personal = [*self._personal.values(), *self._pending.values(), *dropped]
+            self._pending.clear()
             self._personal.clear()
             await asyncio.gather(*(upstream.aclose() for upstream in personal), return_exceptions=True)
             await self.service.client.aclose()
@@ -238,9 +240,22 @@ class UpstreamRegistry:
         refused = self._refused.get(key)
         if refused is not None and self._clock() - refused[0] < REFUSED_LOGIN_MEMORY:
             raise refused[1]  # the same wrong login again: 1C is not asked for a while
-        upstream = self._upstream(identity)
-        if upstream.verified:
-            return
+        upstream = self._personal.get(key)
+        if upstream is not None and upstream.client.login_refused:
+            self._drop(upstream)
+            upstream = None
+        if upstream is not None:
+            upstream.last_used = self._clock()
+            self._personal.move_to_end(key)
+            if upstream.verified:
+                return
+        else:
+            # A login not checked yet takes no room: nobody's connection is evicted for a wrong password.
+            # But without room at all, 1C is not asked.
+            self._room_check()
+            upstream = self._pending.get(key)
+            if upstream is None:
+                upstream = self._pending[key] = self._make(key, identity.onec_login)
         upstream.lease()  # not evicted while 1C is asked
         try:
             async with self._checks, upstream._lock:
@@ -254,6 +269,14 @@ class UpstreamRegistry:
                     raise
                 except OneCHTTPError as exc:
                     if exc.status_code != 404:  # a 404 of the service comes after 1C's login check
+                        self._drop(upstream)
+                        raise
+                if self._pending.get(key) is upstream:
+                    del self._pending[key]
+                    try:
+                        self._register(upstream)
+                    except IdentityLimitError:
+                        self._drop(upstream)
                         raise
                 upstream.verified = True
         finally:
@@ -281,32 +304,43 @@ class UpstreamRegistry:
             upstream = None
         if upstream is None:
             assert identity.onec_login is not None
-            upstream = self._open(key, identity.onec_login)
+            upstream = self._make(key, identity.onec_login)
+            self._register(upstream)
         upstream.last_used = self._clock()
         self._personal.move_to_end(key)
         return upstream
 
-    def _open(self, key: str, login: OneCLogin) -> Upstream:
-        if len(self._personal) >= self._settings.onec_max_identities:
-            idle = next((upstream for upstream in self._personal.values() if not upstream.busy), None)
-            if idle is None:
-                raise IdentityLimitError(
-                    f"The proxy already holds {len(self._personal)} personal 1C connections, all busy "
-                    "(MCP_ONEC_MAX_IDENTITIES); try again later"
-                )
-            self._drop(idle)
+    def _make(self, key: str, login: OneCLogin) -> Upstream:
         client = self._client_factory(login)
         if self._settings.onec_catalog == "shared":
-            upstream = Upstream(key, client, self.service.catalog, owns_catalog=False)
-        else:
-            upstream = Upstream(key, client, self._new_catalog(client, key, announce_first_fetch=False))
-        self._personal[key] = upstream
-        return upstream
+            return Upstream(key, client, self.service.catalog, owns_catalog=False)
+        return Upstream(key, client, self._new_catalog(client, key, announce_first_fetch=False))
+
+    def _register(self, upstream: Upstream) -> None:
+        """Keep `upstream`, closing the least recently used idle connection if there is no room."""
+        idle = self._room_check()
+        if idle is not None:
+            self._drop(idle)
+        self._personal[upstream.key] = upstream
+
+    def _room_check(self) -> Upstream | None:
+        """The connection to close to make room (None: there is room); IdentityLimitError if none may go."""
+        if len(self._personal) < self._settings.onec_max_identities:
+            return None
+        idle = next((kept for kept in self._personal.values() if not kept.busy), None)
+        if idle is None:
+            raise IdentityLimitError(
+                f"The proxy already holds {len(self._personal)} personal 1C connections, all busy "
+                "(MCP_ONEC_MAX_IDENTITIES); try again later"
+            )
+        return idle
 
     def _drop(self, upstream: Upstream) -> None:
         """Forget `upstream` now; close it in the background once the requests using it are done."""
         if self._personal.get(upstream.key) is upstream:
             del self._personal[upstream.key]
+        if self._pending.get(upstream.key) is upstream:
+            del self._pending[upstream.key]
         # Requests already holding it (a login 1C refused since) get their answer, not a closed client.
         grace = self._settings.onec_timeout + self._settings.onec_queue_timeout
         self._dropped.add(upstream)
