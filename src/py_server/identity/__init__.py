@@ -22,13 +22,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass
+import hmac
+import secrets
+from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
 __all__ = ["SERVICE_KEY", "Identity", "OneCLogin", "parse_basic"]
 
 SERVICE_KEY = "service"  # the connection key of the service account
+_PROCESS_SECRET = secrets.token_bytes(32)
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,14 @@ class OneCLogin:
 
     username: str
     password: SecretStr
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        digest = hashlib.sha256(f"{self.username}\x00{self.password.get_secret_value()}".encode())
-        return "onec:" + digest.hexdigest()[:32]
+    def __post_init__(self) -> None:
+        # Computed once: every request of a passthrough client looks its connection up by it. Keyed
+        # with a secret of this process, so the key, if it ever showed, says nothing of the password.
+        login = f"{self.username}\x00{self.password.get_secret_value()}".encode()
+        digest = hmac.new(_PROCESS_SECRET, login, hashlib.sha256).hexdigest()[:32]
+        object.__setattr__(self, "key", "onec:" + digest)
 
     def __repr__(self) -> str:
         return f"OneCLogin(username={self.username!r}, password='**********')"
