@@ -29,6 +29,7 @@ EVERY_FIELD = {
     "time",
     "who",
     "onec_user",
+    "base",
     "session",
     "transport",
     "method",

@@ -238,6 +238,7 @@ class AuditRecord:
         self._masked: dict[str, int] = {}
         self._reason: str | None = None
         self._error: str | None = None
+        self._base: str | None = None
         self._written = False
 
     def __enter__(self) -> AuditRecord:
@@ -268,6 +269,10 @@ class AuditRecord:
             self._outcome = "tool_error"
         self._masked = masked_counts(result)
 
+    def at_base(self, name: str) -> None:
+        """The 1C base the request went to (none for a local tool)."""
+        self._base = name
+
     def deny(self, reason: str) -> None:
         """The request was refused by policy; `reason` says why. An exception raised afterwards does not
         turn the outcome into "error": a refusal is usually answered by raising one."""
@@ -292,6 +297,7 @@ class AuditRecord:
             "onec_user": self._caller.identity.onec_user or self._log.service_user,
             "session": self._caller.session_id,
             "transport": self._caller.transport,
+            "base": self._base,
             "method": self._method,
             "target": clip(self._target),
             "outcome": self._outcome,
@@ -355,6 +361,9 @@ class NullRecord(AuditRecord):
         return False
 
     def result(self, result: pydantic.BaseModel) -> None:
+        pass
+
+    def at_base(self, name: str) -> None:
         pass
 
     def deny(self, reason: str) -> None:

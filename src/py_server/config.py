@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     oauth_leeway: float = Field(30.0, ge=0, le=300)
     # Rules per group of users (a TOML file), for OAuth users.
     policy_file: Path | None = None
+
+    # --- several bases --------------------------------------------------------------------
+    # A TOML file of 1C bases; without it the MCP_ONEC_* settings describe one base, "default".
+    bases_file: Path | None = None
+    # Between a base's name and a tool or prompt name on the endpoints that serve every base.
+    base_separator: str = Field("__", min_length=1, max_length=8)
+    # /health/ready: every base must answer (all), or one is enough (any).
+    ready_when: Literal["all", "any"] = "all"
 
     # --- HTTP front-end -------------------------------------------------------------------
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("MCP_HOST", "MCP_SERVER_HOST"))
@@ -241,7 +249,7 @@ class Settings(BaseSettings):
     @field_validator(
         "auth_token", "repairs_api_key", "rag_key_id", "rag_key_secret", "rag_knowledge_base_id",
         "rag_project_id", "kb_dir", "kb_index", "oauth_issuer", "oauth_audience", "oauth_jwks_url",
-        "oauth_resource", "policy_file", mode="before",
+        "oauth_resource", "policy_file", "bases_file", mode="before",
     )  # fmt: skip
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -296,6 +304,13 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    # The env file these settings were read from: a bases file's `password_env` may name a variable in it.
+    _env_file: Path | None = PrivateAttr(default=None)
+
+    @property
+    def env_file(self) -> Path | None:
+        return self._env_file
+
     @property
     def identity_concurrency(self) -> int:
         """Calls one identity may run in 1C at once: never more than the total cap."""
@@ -339,6 +354,7 @@ def load_settings(overrides: dict[str, Any] | None = None, *, env_file: Path | N
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     try:
         settings = Settings(_env_file=env_file, **given)  # type: ignore[call-arg]
+        settings._env_file = env_file
     except ValidationError as exc:
         error = exc.errors()[0]
         name = _names_of(str(error["loc"][0])) if error["loc"] else "?"

@@ -4,10 +4,14 @@ It serves the cached 1C catalog plus the local tool registry, forwards calls to 
 failures into what MCP clients expect: a failing tool is an `isError` result, an unknown tool is a
 JSON-RPC error naming it, a 1C outage during a call is an `isError` result that says so.
 
-Every request walks one path: who asks (`callers`), the audit record (`audit`), the caller's
-policy (`policy`), the 1C connection for the caller's identity (`upstreams`), the call, then
-personal-data masking (`masking`) of what goes back. The handlers only put these together; each
-concern lives in its own module.
+Every request walks one path: who asks (`callers`), the audit record (`audit`), which base the
+name belongs to on this endpoint (`routing`), the caller's policy for that base (`policy`), the 1C
+connection for the caller's identity (`upstreams`), the call, then personal-data masking
+(`masking`) of what goes back. The handlers only put these together; each concern lives in its
+own module.
+
+One low-level `Server` per view: the default one (`proxy.server`: the only base, or every base
+together) and one per base for the per-base endpoints (`proxy.server_for(name)`).
 
     proxy = MCPProxy(settings, client, extras)
     async with proxy.running():
@@ -16,11 +20,14 @@ concern lives in its own module.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -34,7 +41,8 @@ from .audit import AuditLog, AuditRecord
 from .callers import Caller, caller_of
 from .catalog import Catalog, Kind
 from .config import Settings
-from .errors import InvalidRequestError, OneCError, OneCProtocolError, OneCRpcError
+from .errors import InvalidRequestError, OneCAuthError, OneCError, OneCProtocolError, OneCRpcError
+from .identity import SERVICE_KEY, Identity
 from .local_tools import Extra, ToolRegistry, error_result
 from .masking import Masker
 from .notifier import ListChangeNotifier
@@ -42,6 +50,7 @@ from .onec_client import OneCClient
 from .onec_mapping import to_call_result, to_prompt_result, to_read_result
 from .policy import Denial, Policy, PolicyResolver, Rules, SamePolicyForAll
 from .redaction import clip
+from .routing import DEFAULT_BASE, RESOURCE_SCHEME, AllBasesView, Base, SingleBaseView, View
 from .sessions import SessionGate
 from .upstreams import IdentityLimitError, OneCConnection, UpstreamRegistry
 
@@ -59,9 +68,9 @@ INSTRUCTIONS = (
 class _ProxyServer(Server[Any]):
     """A low-level Server whose advertised capabilities follow what the proxy can really do."""
 
-    def __init__(self, proxy: MCPProxy, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, view: View, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._proxy = proxy
+        self._view = view
 
     def get_capabilities(
         self,
@@ -80,25 +89,39 @@ class _ProxyServer(Server[Any]):
             protocol_version=protocol_version,
         )
         update: dict[str, Any] = {}
+        catalogs = [base.upstreams.service.catalog for base in self._view.bases]
         if capabilities.resources is not None:
             resources = capabilities.resources.model_copy(update={"subscribe": False})
-            update["resources"] = resources if self._proxy.catalog.supports("resources") else None
-        if not self._proxy.catalog.supports("prompts"):
+            update["resources"] = resources if any(c.supports("resources") for c in catalogs) else None
+        if not any(catalog.supports("prompts") for catalog in catalogs):
             update["prompts"] = None
         return capabilities.model_copy(update=update)
 
 
+@dataclass(frozen=True)
+class BaseSpec:
+    """What the proxy needs to serve one base: its name, settings, service client and policy."""
+
+    name: str
+    settings: Settings
+    client: OneCClient
+    policies: PolicyResolver
+
+
 class MCPProxy:
-    """The 1C catalog and the local tools behind one MCP server."""
+    """The 1C bases' catalogs and the local tools, behind one MCP server per view."""
 
     def __init__(
         self,
         settings: Settings,
-        client: OneCClient,
+        client: OneCClient | None = None,
         extras: Sequence[Extra] = (),
         *,
         policies: PolicyResolver | None = None,
+        bases: Sequence[BaseSpec] = (),
     ) -> None:
+        """One base from `client` (named "default"), or several from `bases`; `policies` is the
+        policy of the local tools and of the one base (default: the settings')."""
         self.settings = settings
         self.extras = list(extras)
         self.registry = ToolRegistry([tool for extra in self.extras for tool in extra.tools])
@@ -106,32 +129,81 @@ class MCPProxy:
         self.masker = Masker.from_settings(settings)
         self.audit = AuditLog.from_settings(settings)
         self.notifier = ListChangeNotifier()
-        # 1C polling pauses while no client could hear list_changed and nobody asks for a TTL. Right
-        # for stdio too: its one client is counted (handshake session or listen stream) or, if it
-        # does neither, would never hear list_changed anyway, and its next request resumes polling.
-        self.upstreams = UpstreamRegistry(
-            settings,
-            client,
-            on_change=self._catalog_changed,
-            connected_clients=lambda: self.notifier.session_count + self.notifier.listen_count,
-        )
+        if client is not None:
+            bases = [BaseSpec(DEFAULT_BASE, settings, client, self.policies), *bases]
+        if not bases:
+            raise ValueError("MCPProxy needs a 1C client or at least one base")
+        self.bases: dict[str, Base] = {spec.name: self._base(spec) for spec in bases}
         self.started_at = time.monotonic()
         # What clients hold open, across front-ends; the HTTP front-end adds its transports.
         self.sessions = SessionGate(settings.max_sessions)
         self.sessions.add_counter("listen", lambda: self.notifier.listen_count)
         self._shadowed: set[str] = set()
-        self._policy_warnings: set[str] = set()
-        self.server = self._build_server()
+        self._policy_warnings: dict[str, set[str]] = {}
+        # The default view: the only base as it is, or every base together, prefixed.
+        every = list(self.bases.values())
+        default: View = (
+            SingleBaseView(every[0]) if len(every) == 1 else AllBasesView(every, separator=settings.base_separator)
+        )
+        self.views: dict[str, View] = {default.name: default}
+        if len(every) > 1:
+            self.views.update({base.name: SingleBaseView(base) for base in every})
+        self.default_view = default
+        self._servers: dict[str, Server[Any]] = {}
+        self.server = self.server_for(default.name)
+
+    def _base(self, spec: BaseSpec) -> Base:
+        async def changed(kinds: set[Kind], audience: str | None) -> None:
+            await self._catalog_changed(spec.name, kinds, audience)
+
+        # 1C polling pauses while no client could hear list_changed and nobody asks for a TTL. Right
+        # for stdio too: its one client is counted (handshake session or listen stream) or, if it
+        # does neither, would never hear list_changed anyway, and its next request resumes polling.
+        upstreams = UpstreamRegistry(
+            spec.settings,
+            spec.client,
+            on_change=changed,
+            connected_clients=lambda: self.notifier.session_count + self.notifier.listen_count,
+        )
+        return Base(spec.name, spec.settings, upstreams, spec.policies)
+
+    @property
+    def first_base(self) -> Base:
+        return next(iter(self.bases.values()))
+
+    @property
+    def upstreams(self) -> UpstreamRegistry:
+        """The first base's connections (the only base's, in a single-base proxy)."""
+        return self.first_base.upstreams
 
     @property
     def client(self) -> OneCClient:
-        """The service account's 1C client (health, check, the shared catalog)."""
+        """The first base's service client (health, check, the shared catalog)."""
         return self.upstreams.service.client
 
     @property
     def catalog(self) -> Catalog:
-        """The service account's catalog: what `check`, `/health` and capabilities report."""
+        """The first base's service catalog: what `check` and `/health` report for it."""
         return self.upstreams.service.catalog
+
+    def server_for(self, view: str) -> Server[Any]:
+        """The low-level Server of a view: `ALL`/the default, or a base's name (KeyError if none)."""
+        if view not in self._servers:
+            self._servers[view] = self._build_server(self.views[view])
+        return self._servers[view]
+
+    async def verify_login(self, identity: Identity, base: str | None = None) -> None:
+        """Check a person's 1C login with `base`, or with the bases of the default view: one that
+        accepts it is enough (the others refuse that person's calls themselves)."""
+        bases = [self.bases[base]] if base is not None else list(self.default_view.bases)
+        if len(bases) == 1:
+            await bases[0].upstreams.verify(identity)
+            return
+        outcomes = await asyncio.gather(*(b.upstreams.verify(identity) for b in bases), return_exceptions=True)
+        if any(outcome is None for outcome in outcomes):
+            return
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        raise next((e for e in errors if isinstance(e, OneCAuthError)), errors[0])
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -139,7 +211,12 @@ class MCPProxy:
     async def running(self) -> AsyncIterator[MCPProxy]:
         """Refresh the catalog in the background; close 1C and upstream clients on exit."""
         try:
-            async with self.notifier.running(), self.upstreams.running():
+            async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(self.notifier.running())
+                # Every base's refresher starts at once: one slow base does not hold up the others.
+                await asyncio.gather(
+                    *(stack.enter_async_context(base.upstreams.running()) for base in self.bases.values())
+                )
                 yield self
         finally:
             self.notifier.close()
@@ -152,27 +229,31 @@ class MCPProxy:
 
     # --- handlers -----------------------------------------------------------------------
 
-    def _build_server(self) -> Server[Any]:
+    def _build_server(self, view: View) -> Server[Any]:
         server = _ProxyServer(
-            self,
+            view,
             self.settings.server_name,
             version=__version__,
             title="1C:Enterprise MCP proxy",
             instructions=INSTRUCTIONS,
-            on_list_tools=self._list_tools,
-            on_call_tool=self._call_tool,
-            on_list_resources=self._list_resources,
-            on_read_resource=self._read_resource,
-            on_list_prompts=self._list_prompts,
-            on_get_prompt=self._get_prompt,
+            on_list_tools=functools.partial(self._list_tools, view),
+            on_call_tool=functools.partial(self._call_tool, view),
+            on_list_resources=functools.partial(self._list_resources, view),
+            on_read_resource=functools.partial(self._read_resource, view),
+            on_list_prompts=functools.partial(self._list_prompts, view),
+            on_get_prompt=functools.partial(self._get_prompt, view),
             on_subscriptions_listen=self._listen,
         )
-        server.add_notification_handler("notifications/initialized", types.NotificationParams, self._initialized)
+        server.add_notification_handler(
+            "notifications/initialized", types.NotificationParams, functools.partial(self._initialized, view)
+        )
         return server
 
-    async def _initialized(self, ctx: ServerRequestContext[Any], params: types.NotificationParams) -> None:
-        # A session hears about the catalog it is served: its identity's own, or the shared one.
-        self.notifier.add_session(ctx.session, self.upstreams.audience_of(caller_of(ctx).identity))
+    async def _initialized(self, view: View, ctx: ServerRequestContext[Any], params: types.NotificationParams) -> None:
+        # A session hears about the catalogs it is served: its view's bases, its identity's own or shared.
+        identity = caller_of(ctx).identity
+        audience = {(base.name, base.upstreams.audience_of(identity)) for base in view.bases}
+        self.notifier.add_session(ctx.session, frozenset(audience))
 
     async def _listen(
         self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams
@@ -182,74 +263,106 @@ class MCPProxy:
         return await self.notifier.listen_handler(ctx, params)
 
     async def _list_tools(
-        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
+        self, view: View, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
     ) -> types.ListToolsResult:
         caller = caller_of(ctx)
-        async with self._connection(caller) as onec:
-            onec_tools = await onec.catalog.items("tools")
-        self._note_shadowed({tool.name for tool in onec_tools})
+        onec_tools = await self._visible(view, caller, "tools")
+        if isinstance(view, SingleBaseView):
+            self._note_shadowed({tool.name for tool in onec_tools})
         tools = [tool for tool in onec_tools if tool.name not in self.registry]
-        policy = self.policies.policy_for(caller)
-        return types.ListToolsResult(tools=policy.visible_tools([*tools, *self.registry.definitions()]))
+        local = self.policies.policy_for(caller).visible_tools(self.registry.definitions())
+        return types.ListToolsResult(tools=[*tools, *local])
 
     async def _list_resources(
-        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
+        self, view: View, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
     ) -> types.ListResourcesResult:
-        caller = caller_of(ctx)
-        async with self._connection(caller) as onec:
-            resources = await onec.catalog.items("resources")
-        return types.ListResourcesResult(resources=self.policies.policy_for(caller).visible_resources(resources))
+        return types.ListResourcesResult(resources=await self._visible(view, caller_of(ctx), "resources"))
 
     async def _list_prompts(
-        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
+        self, view: View, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
     ) -> types.ListPromptsResult:
-        caller = caller_of(ctx)
-        async with self._connection(caller) as onec:
-            prompts = await onec.catalog.items("prompts")
-        return types.ListPromptsResult(prompts=self.policies.policy_for(caller).visible_prompts(prompts))
+        return types.ListPromptsResult(prompts=await self._visible(view, caller_of(ctx), "prompts"))
+
+    async def _visible(self, view: View, caller: Caller, kind: Kind) -> list[Any]:
+        """The items of `kind` the caller may see on `view`, from each base's cached catalog, as the view names them."""
+
+        async def of(base: Base) -> list[Any]:
+            async with self._connection(base, caller) as onec:
+                items = await onec.catalog.items(kind)
+            policy = base.policy_for(caller)
+            visible = {
+                "tools": policy.visible_tools,
+                "resources": policy.visible_resources,
+                "prompts": policy.visible_prompts,
+            }[kind](items)
+            return [view.present(kind, base, item) for item in visible]
+
+        if len(view.bases) == 1:
+            return await of(view.bases[0])
+        # Concurrently: a base whose first catalog fetch is slow does not hold up the others.
+        per_base = await asyncio.gather(*(of(base) for base in view.bases))
+        return [item for items in per_base for item in items]
 
     async def _call_tool(
-        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+        self, view: View, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         name, arguments = params.name, params.arguments or {}
         caller = caller_of(ctx)
         with self._record(caller, "tools/call", name, arguments) as record:
-            async with self._connection(caller) as onec:
-                definition, exists = await self._tool_definition(name, onec)
-                _enforce(record, "tools", name, self.policies.policy_for(caller).check_tool(name, definition))
-                if not exists:
-                    raise MCPError(
-                        types.INVALID_PARAMS,
-                        f"Unknown tool: '{clip(name)}' (neither 1C nor the proxy has a tool by that name)",
-                    )
-                result = await self._run_tool(name, arguments, onec)
+            local = self.registry.get(name)
+            if local is not None:
+                _enforce(record, "tools", name, self.policies.policy_for(caller).check_tool(name, local.definition))
+                result = await self.registry.call(name, arguments)
+            else:
+                base, original = self._resolve(view, "tools", name, record)
+                async with self._connection(base, caller) as onec:
+                    definition, exists = await self._tool_definition(original, onec)
+                    _enforce(record, "tools", name, base.policy_for(caller).check_tool(original, definition))
+                    if not exists:
+                        raise self._unknown(view, "tool", name)
+                    result = await self._run_tool(original, arguments, onec)
             result = await self._masked(self.masker.mask_call_result, result)
             record.result(result)
             return result
 
+    def _resolve(self, view: View, kind: Kind, name: str, record: AuditRecord) -> tuple[Base, str]:
+        """The base and its own name for `name` on `view`; a name no base answers to is a -32602 error."""
+        target = view.resolve(kind, name)
+        if target is None:
+            raise self._unknown(view, {"tools": "tool", "resources": "resource", "prompts": "prompt"}[kind], name)
+        record.at_base(target[0].name)
+        return target
+
+    def _unknown(self, view: View, noun: str, name: str) -> MCPError:
+        hint = ""
+        if isinstance(view, AllBasesView):
+            bases = ", ".join(base.name for base in view.bases)
+            separator = self.settings.base_separator
+            form = f"{RESOURCE_SCHEME}<base>/<URI>" if noun == "resource" else f"<base>{separator}<name>"
+            hint = f"; on this endpoint 1C's {noun}s are named {form}, with a base of: {bases}"
+        elif noun != "tool":
+            return MCPError(types.INVALID_PARAMS, f"Unknown {noun}: '{clip(name)}'")
+        where = "neither 1C nor the proxy has a tool by that name" if noun == "tool" else "no base serves it"
+        return MCPError(types.INVALID_PARAMS, f"Unknown {noun}: '{clip(name)}' ({where}{hint})")
+
     @contextlib.asynccontextmanager
-    async def _connection(self, caller: Caller) -> AsyncIterator[OneCConnection]:
-        """The 1C connection for the caller's identity, held for the request; no room for another
-        person is a JSON-RPC error."""
+    async def _connection(self, base: Base, caller: Caller) -> AsyncIterator[OneCConnection]:
+        """The base's 1C connection for the caller's identity, held for the request; no room for
+        another person is a JSON-RPC error."""
         async with contextlib.AsyncExitStack() as stack:
             try:
-                onec = await stack.enter_async_context(self.upstreams.connection(caller.identity))
+                onec = await stack.enter_async_context(base.connection(caller))
             except IdentityLimitError as exc:
                 raise MCPError(types.INTERNAL_ERROR, str(exc)) from exc
             yield onec
 
     async def _tool_definition(self, name: str, onec: OneCConnection) -> tuple[types.Tool | None, bool]:
-        """(definition, exists): a local tool first; a 1C tool may exist before its definition is known."""
-        local = self.registry.get(name)
-        if local is not None:
-            return local.definition, True
+        """(definition, exists): a 1C tool may exist before its definition is known."""
         exists = await onec.catalog.has_tool(name)
         definition = next((tool for tool in onec.catalog.section("tools").items if tool.name == name), None)
         return definition, exists
 
     async def _run_tool(self, name: str, arguments: dict[str, Any], onec: OneCConnection) -> types.CallToolResult:
-        if name in self.registry:
-            return await self.registry.call(name, arguments)
         try:
             return to_call_result(await onec.call_tool(name, arguments))
         except InvalidRequestError as exc:  # the client's arguments, not 1C: a protocol-level answer
@@ -262,29 +375,32 @@ class MCPProxy:
             return error_result(f"1C is unavailable, the tool '{name}' was not run: {exc}")
 
     async def _read_resource(
-        self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+        self, view: View, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         caller = caller_of(ctx)
         with self._record(caller, "resources/read", params.uri) as record:
-            _enforce(record, "resources", params.uri, self.policies.policy_for(caller).check("resources", params.uri))
-            async with self._connection(caller) as onec:
+            base, original = self._resolve(view, "resources", params.uri, record)
+            _enforce(record, "resources", params.uri, base.policy_for(caller).check("resources", original))
+            async with self._connection(base, caller) as onec:
                 try:
-                    result = to_read_result(await onec.read_resource(params.uri))
+                    result = to_read_result(await onec.read_resource(original))
                 except OneCError as exc:
                     raise self._protocol_error(f"Cannot read the 1C resource '{clip(params.uri)}'", exc) from exc
+            result = view.present_contents(base, result)
             result = await self._masked(self.masker.mask_read_result, result)
             record.result(result)
             return result
 
     async def _get_prompt(
-        self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
+        self, view: View, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
         caller = caller_of(ctx)
         with self._record(caller, "prompts/get", params.name, params.arguments) as record:
-            _enforce(record, "prompts", params.name, self.policies.policy_for(caller).check("prompts", params.name))
-            async with self._connection(caller) as onec:
+            base, original = self._resolve(view, "prompts", params.name, record)
+            _enforce(record, "prompts", params.name, base.policy_for(caller).check("prompts", original))
+            async with self._connection(base, caller) as onec:
                 try:
-                    result = to_prompt_result(await onec.get_prompt(params.name, params.arguments))
+                    result = to_prompt_result(await onec.get_prompt(original, params.arguments))
                 except (OneCError, InvalidRequestError) as exc:
                     raise self._protocol_error(f"Cannot get the 1C prompt '{clip(params.name)}'", exc) from exc
             result = await self._masked(self.masker.mask_prompt_result, result)
@@ -317,26 +433,36 @@ class MCPProxy:
             arguments = None
         return self.audit.record(caller, method, target, arguments)
 
-    def policy_report(self) -> dict[str, Any]:
-        """What the settings' policy hides of the current catalog, and patterns that match nothing."""
-        tools = [*self.catalog.section("tools").items, *self.registry.definitions()]
-        sections = self.catalog.section("resources").items, self.catalog.section("prompts").items
-        return self.policies.default.report(tools, *sections)
+    def policy_report(self, base: str | None = None) -> dict[str, Any]:
+        """What a base's policy hides of its current catalog (the first base's with the local tools),
+        and patterns that match nothing."""
+        chosen = self.bases[base] if base is not None else self.first_base
+        catalog = chosen.upstreams.service.catalog
+        tools = list(catalog.section("tools").items)
+        if chosen is self.first_base:
+            tools.extend(self.registry.definitions())
+        sections = catalog.section("resources").items, catalog.section("prompts").items
+        return chosen.policies.default.report(tools, *sections)
 
     # --- catalog changes and health -----------------------------------------------------
 
-    async def _catalog_changed(self, kinds: set[Kind], audience: str | None = None) -> None:
-        """A catalog changed: everybody's (audience None), or one person's own (their connection key)."""
+    async def _catalog_changed(self, base: str, kinds: set[Kind], audience: str | None = None) -> None:
+        """A base's catalog changed: the shared one (audience None) or one person's own (their key).
+
+        It reaches the sessions served that catalog: on the base's own endpoint and where every
+        base is served together."""
+        target = (base, audience or SERVICE_KEY)
         if audience is not None:
-            logger.debug("a personal 1C catalog changed (%s); notifying its sessions", ", ".join(sorted(kinds)))
-            await self.notifier.notify(kinds, audience)
+            logger.debug("a personal 1C catalog of base %s changed (%s)", base, ", ".join(sorted(kinds)))
+            await self.notifier.notify(kinds, target)
             return
-        logger.info("1C catalog changed (%s); notifying clients", ", ".join(sorted(kinds)))
-        warnings = set(self.policy_report()["warnings"])
-        for warning in sorted(warnings - self._policy_warnings):
-            logger.warning("policy: %s (a typo?)", warning)
-        self._policy_warnings = warnings
-        await self.notifier.notify(kinds)
+        where = f" of base {base}" if len(self.bases) > 1 else ""
+        logger.info("1C catalog%s changed (%s); notifying clients", where, ", ".join(sorted(kinds)))
+        warnings = set(self.policy_report(base)["warnings"])
+        for warning in sorted(warnings - self._policy_warnings.get(base, set())):
+            logger.warning("policy%s: %s (a typo?)", where, warning)
+        self._policy_warnings[base] = warnings
+        await self.notifier.notify(kinds, target)
 
     def _note_shadowed(self, onec_names: set[str]) -> None:
         shadowed = onec_names & set(self.registry.names)

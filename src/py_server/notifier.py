@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Hashable, Iterable
 from typing import Any
 
 from mcp import types
@@ -73,8 +73,9 @@ class ListChangeNotifier:
         # One entry per open handshake-era connection: its Connection (or the session itself, see
         # `_connection_of`) → the session captured at notifications/initialized.
         self._sessions: dict[object, ServerSession] = {}
-        # Whose catalog a session hears about: its 1C connection key (None hears every change).
-        self._audiences: dict[object, str | None] = {}
+        # Which catalogs a session hears about, e.g. {("erp", "service")}: (base, 1C connection key)
+        # pairs of what it is served; None hears every change.
+        self._audiences: dict[object, Collection[Hashable] | None] = {}
         self._rounds: set[asyncio.Task[None]] | None = None  # rounds in flight; None outside running()
 
     @property
@@ -87,7 +88,7 @@ class ListChangeNotifier:
         """Open 2026-07-28 `subscriptions/listen` streams."""
         return self.listen_handler.open_streams
 
-    def add_session(self, session: ServerSession, audience: str | None = None) -> None:
+    def add_session(self, session: ServerSession, audience: Collection[Hashable] | None = None) -> None:
         """Remember a handshake-era session until its connection ends. Twice for one connection is once.
 
         `ctx.session` is a new wrapper for every inbound message, around one long-lived
@@ -112,12 +113,12 @@ class ListChangeNotifier:
         self._sessions.pop(key, None)
         self._audiences.pop(key, None)
 
-    async def notify(self, kinds: Iterable[str], audience: str | None = None) -> asyncio.Event:
+    async def notify(self, kinds: Iterable[str], audience: Hashable | None = None) -> asyncio.Event:
         """Announce changed lists to every client; returns at once, without waiting for slow clients.
 
-        With `audience`, handshake-era sessions hear it only if they were added with that audience
-        (one person's own 1C catalog). 2026 listen streams share one bus and hear every change:
-        a needless re-list for some, never a change missed.
+        With `audience` (whose catalog changed), handshake-era sessions hear it only if their
+        audience holds it. 2026 listen streams share one bus and hear every change: a needless
+        re-list for some, never a change missed.
 
         The returned event is set when every delivery of this round has ended. Outside
         `running()` the round runs inline and the event is already set.
@@ -129,7 +130,7 @@ class ListChangeNotifier:
         sessions = [
             (key, session)
             for key, session in self._sessions.items()
-            if audience is None or self._audiences.get(key) in (audience, None)
+            if audience is None or (heard := self._audiences.get(key)) is None or audience in heard
         ]
         deliveries = self._deliver_round(sessions, kinds)
         if self._rounds is None:

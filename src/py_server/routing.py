@@ -1,0 +1,137 @@
+"""Which 1C base a request goes to, and how each endpoint names what the bases serve.
+
+A `Base` is one configured 1C base at run time: its settings, its connections (an
+`UpstreamRegistry`, one per identity) and its policy. A `View` is what one MCP endpoint serves:
+
+* `SingleBaseView`: one base, exactly as a single-base proxy serves it (names and URIs unchanged);
+  the per-base endpoints `/bases/<name>/...`, and the only view when there is one base.
+* `AllBasesView`: every base together. Tool and prompt names carry the base as a prefix
+  (`erp__get_metadata`, `MCP_BASE_SEPARATOR`), resource URIs are wrapped as
+  `onec-base://erp/<the original URI, verbatim>`, and descriptions start with `[erp] `. Going
+  back, a name is split at the first separator and a URI unwrapped byte for byte.
+
+    view = AllBasesView(bases, separator="__")
+    base, name = view.resolve("tools", "erp__get_metadata")      # (<Base erp>, "get_metadata")
+    shown = view.present("tools", base, tool)                    # Tool(name="erp__get_metadata", ...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+from mcp import types
+
+from .callers import Caller
+from .config import Settings
+from .policy import BasePolicy, PolicyResolver
+from .upstreams import OneCConnection, UpstreamRegistry
+
+__all__ = ["ALL", "DEFAULT_BASE", "RESOURCE_SCHEME", "AllBasesView", "Base", "SingleBaseView", "View"]
+
+Kind = Literal["tools", "resources", "prompts"]
+ItemT = TypeVar("ItemT")
+ALL = "all"  # the name of the view that serves every base
+DEFAULT_BASE = "default"  # the base the MCP_ONEC_* settings describe
+RESOURCE_SCHEME = "onec-base://"
+
+
+@dataclass(eq=False)
+class Base:
+    """One 1C base at run time: its settings, its 1C connections and its policy."""
+
+    name: str
+    settings: Settings
+    upstreams: UpstreamRegistry
+    policies: PolicyResolver
+
+    def policy_for(self, caller: Caller) -> BasePolicy:
+        return self.policies.policy_for(caller)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, caller: Caller) -> AsyncIterator[OneCConnection]:
+        async with self.upstreams.connection(caller.identity) as onec:
+            yield onec
+
+    def __repr__(self) -> str:
+        return f"<Base {self.name}>"
+
+
+class View(Protocol):
+    """What one endpoint serves, and how its names map to the bases'."""
+
+    name: str
+    bases: Sequence[Base]
+
+    def present(self, kind: Kind, base: Base, item: ItemT) -> ItemT:
+        """`item` of `base` as this endpoint shows it."""
+        ...
+
+    def resolve(self, kind: Kind, name: str) -> tuple[Base, str] | None:
+        """The base and the base's own name (or URI) for a name this endpoint showed; None if none."""
+        ...
+
+    def present_contents(self, base: Base, result: types.ReadResourceResult) -> types.ReadResourceResult:
+        """A resource read's contents with their URIs as this endpoint names them."""
+        ...
+
+
+class SingleBaseView:
+    """One base, names and URIs as the base has them."""
+
+    def __init__(self, base: Base) -> None:
+        self.name = base.name
+        self.bases = (base,)
+        self._base = base
+
+    def present(self, kind: Kind, base: Base, item: ItemT) -> ItemT:
+        return item
+
+    def resolve(self, kind: Kind, name: str) -> tuple[Base, str] | None:
+        return self._base, name
+
+    def present_contents(self, base: Base, result: types.ReadResourceResult) -> types.ReadResourceResult:
+        return result
+
+
+class AllBasesView:
+    """Every base, each item's name prefixed (or its URI wrapped) with the base's name."""
+
+    name = ALL
+
+    def __init__(self, bases: Sequence[Base], *, separator: str) -> None:
+        self.bases = tuple(bases)
+        self._by_name = {base.name: base for base in bases}
+        self._separator = separator
+
+    def present(self, kind: Kind, base: Base, item: ItemT) -> ItemT:
+        update: dict[str, Any] = {}
+        if kind == "resources":
+            update["uri"] = self._wrap(base, item.uri)  # type: ignore[attr-defined]
+        else:
+            update["name"] = f"{base.name}{self._separator}{item.name}"  # type: ignore[attr-defined]
+        description = getattr(item, "description", None)
+        update["description"] = f"[{base.name}] {description}" if description else f"[{base.name}]"
+        return item.model_copy(update=update)  # type: ignore[attr-defined,no-any-return]
+
+    def present_contents(self, base: Base, result: types.ReadResourceResult) -> types.ReadResourceResult:
+        contents = [item.model_copy(update={"uri": self._wrap(base, item.uri)}) for item in result.contents]
+        return result.model_copy(update={"contents": contents})
+
+    @staticmethod
+    def _wrap(base: Base, uri: str) -> str:
+        return f"{RESOURCE_SCHEME}{base.name}/{uri}"
+
+    def resolve(self, kind: Kind, name: str) -> tuple[Base, str] | None:
+        if kind == "resources":
+            if not name.startswith(RESOURCE_SCHEME):
+                return None
+            base_name, slash, original = name[len(RESOURCE_SCHEME) :].partition("/")
+        else:
+            base_name, slash, original = name.partition(self._separator)
+        base = self._by_name.get(base_name)
+        if base is None or not slash or not original:
+            return None
+        return base, original
