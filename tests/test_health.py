@@ -140,12 +140,30 @@ async def test_readiness_depends_on_1c_alone_not_on_the_extras() -> None:
     from py_server.health import Health
 
     extra = _SlowExtra()
-    proxy = SimpleNamespace(
-        settings=Settings(_env_file=None),
-        client=_ProbeOnly(),
-        extras=[extra],  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    base = SimpleNamespace(
+        name="default", settings=settings, upstreams=SimpleNamespace(service=SimpleNamespace(client=_ProbeOnly()))
     )
+    proxy = SimpleNamespace(settings=settings, bases={"default": base}, extras=[extra])
     health = Health(proxy)  # type: ignore[arg-type]
     status, body = await asyncio.wait_for(health.report(detail=False), 2)
     assert status == 200 and body["status"] == "healthy"
     assert extra.asked == 0
+
+
+@pytest.mark.parametrize(
+    ("answering", "need_all", "ready"),
+    [(("erp", "zup"), True, True), (("erp",), True, False), (("erp",), False, True), ((), False, False)],
+)
+def test_readiness_over_several_bases_needs_all_or_any(answering: tuple[str, ...], need_all: bool, ready: bool) -> None:
+    from py_server.errors import OneCConnectionError
+    from py_server.health import readiness
+
+    probes = {
+        name: Snapshot(3.0, None) if name in answering else Snapshot(None, OneCConnectionError("down at http://x"))
+        for name in ("erp", "zup")
+    }
+    is_ready, reason = readiness(probes, need_all=need_all)
+    assert is_ready is ready
+    if len(answering) < 2:
+        assert "zup: 1C is unreachable" in reason and "http://x" not in reason

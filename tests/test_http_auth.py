@@ -61,7 +61,7 @@ class LoginCheck:
         self.error = error
         self.checked: list[Identity] = []
 
-    async def __call__(self, identity: Identity) -> None:
+    async def __call__(self, identity: Identity, base: str | None = None) -> None:
         self.checked.append(identity)
         if self.error is not None:
             raise self.error

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from mcp import types
 
+from .bases import load_bases
 from .config import Settings, require_consistent_identity, require_onec_url
 from .errors import (
     ConfigError,
@@ -31,6 +32,7 @@ from .policy import Policy, Rules
 from .wiring import build_policies
 
 OK, FAIL, WARN, INFO = "[ok]  ", "[FAIL]", "[warn]", "[--]  "
+MAX_CLIENT_NAME = 64  # longer tool and prompt names are refused by many clients
 KINDS = ("tools", "resources", "prompts")
 
 
@@ -78,16 +80,49 @@ async def run_check(settings: Settings, *, out: TextIO) -> int:
 
     A warning ([warn]), such as the reference extension's prompts/list bug, is not a failure.
     """
-    url = require_onec_url(settings)
     require_consistent_identity(settings)
-    print(f"1C HTTP service: {url}  (user: {settings.onec_username or '-'})", file=out)
+    bases = load_bases(settings)
     report = _Report(out)
-    async with OneCClient.from_settings(settings) as client:
-        listed = await _check_onec(client, report, logins_per_user=_asks_each_user(settings))
+    listed_by_base: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for number, base in enumerate(bases):
+        url = require_onec_url(base.settings)
+        if number:
+            print(file=out)
+        named = f"base {base.name}: " if len(bases) > 1 else ""
+        print(f"{named}1C HTTP service: {url}  (user: {base.settings.onec_username or '-'})", file=out)
+        async with OneCClient.from_settings(base.settings) as client:
+            listed = await _check_onec(client, report, logins_per_user=_asks_each_user(base.settings))
+        listed_by_base[base.name] = listed
+        if len(bases) > 1:
+            _check_prefixed_names(base.name, settings.base_separator, listed, report)
+            _check_policy(base.settings, listed, [], report)
+    if len(bases) > 1:
+        print(file=out)
+    first = next(iter(listed_by_base.values()))
     local_tools = await _check_extras(settings, report)
-    _check_governance(settings, listed, local_tools, report)
-    await _check_identity(settings, listed, local_tools, report)
+    if len(bases) == 1:
+        _check_governance(settings, first, local_tools, report)
+    else:  # the local tools, served once for every base, under the global policy
+        _check_policy(
+            settings, {kind: [] for kind in KINDS}, local_tools, report, where=" of the local tools", warn=False
+        )
+        _check_masking_and_audit(settings, report)
+    await _check_identity(settings, first, local_tools, report)
     return 1 if report.failed else 0
+
+
+def _check_prefixed_names(base: str, separator: str, listed: dict[str, list[dict[str, Any]]], report: _Report) -> None:
+    """Where every base is served together, names carry the base: many clients refuse names over 64 characters."""
+    for kind in ("tools", "prompts"):
+        long = [f"{base}{separator}{item.get('name')}" for item in listed[kind]]
+        long = [name for name in long if len(name) > MAX_CLIENT_NAME]
+        if long:
+            report.line(
+                WARN,
+                f"{kind} named longer than {MAX_CLIENT_NAME} characters on /mcp (many clients refuse them): "
+                + ", ".join(long[:5])
+                + (", ..." if len(long) > 5 else ""),
+            )
 
 
 def _asks_each_user(settings: Settings) -> bool:
@@ -181,6 +216,19 @@ def _check_governance(
     settings: Settings, listed: dict[str, list[dict[str, Any]]], local_tools: list[types.Tool], report: _Report
 ) -> None:
     """What the policy hides of what 1C and the extras serve, patterns that match nothing, masking and audit."""
+    _check_policy(settings, listed, local_tools, report)
+    _check_masking_and_audit(settings, report)
+
+
+def _check_policy(
+    settings: Settings,
+    listed: dict[str, list[dict[str, Any]]],
+    local_tools: list[types.Tool],
+    report: _Report,
+    *,
+    where: str = "",
+    warn: bool = True,
+) -> None:
     rules = Rules.from_settings(settings)
     if rules.restricts:
         onec_tools, _ = to_items(listed["tools"], to_tool, "tool")
@@ -191,11 +239,16 @@ def _check_governance(
         policy_report = Policy(rules).report(tools, resources, prompts)
         for kind, hidden in policy_report["hidden"].items():
             items = ", ".join(f"{name} ({setting})" for name, setting in hidden.items())
-            report.line(INFO, f"policy hides {len(hidden)} {kind}: {items}")
-        for warning in policy_report["warnings"]:
-            report.line(WARN, f"policy: {warning} (a typo?)")
+            report.line(INFO, f"policy{where} hides {len(hidden)} {kind}: {items}")
+        for warning in policy_report["warnings"] if warn else ():
+            report.line(WARN, f"policy{where}: {warning} (a typo?)")
     else:
-        report.line(INFO, "policy: every tool, resource and prompt is served (no MCP_*_ALLOW/_DENY, not read-only)")
+        report.line(
+            INFO, f"policy{where}: every tool, resource and prompt is served (no MCP_*_ALLOW/_DENY, not read-only)"
+        )
+
+
+def _check_masking_and_audit(settings: Settings, report: _Report) -> None:
     try:
         Masker.from_settings(settings)  # what the proxy would build: `names` needs its optional extra
     except ConfigError as exc:

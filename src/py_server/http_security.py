@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 # one-line reason unless the caller is authenticated), and the OAuth protected resource metadata.
 PUBLIC_PATHS = frozenset({"/", "/health", "/health/live", "/health/ready"})
 METADATA_PATH = "/.well-known/oauth-protected-resource"
+BASES_PREFIX = "/bases/"  # per-base endpoints: /bases/<name>/mcp, /bases/<name>/sse
 PUBLIC_METHODS = frozenset({"GET", "HEAD"})
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 ANY = "*"
@@ -87,12 +88,21 @@ def is_public(scope: Scope) -> bool:
     return path in PUBLIC_PATHS or path == METADATA_PATH or path.startswith(METADATA_PATH + "/")
 
 
+def base_of(path: str) -> str | None:
+    """The base a per-base endpoint serves (`/bases/<name>/...`), else None."""
+    if not path.startswith(BASES_PREFIX):
+        return None
+    return path[len(BASES_PREFIX) :].split("/", 1)[0] or None
+
+
 def endpoint_of(path: str) -> str:
-    """The MCP endpoint a path belongs to ("/mcp", "/sse"), or "" for the server as a whole."""
-    path = path.rstrip("/")
-    if path.startswith("/messages") or path == "/sse":
-        return "/sse"
-    return "/mcp" if path == "/mcp" else ""
+    """The MCP endpoint a path belongs to ("/mcp", "/sse", "/bases/erp/mcp", ...), or "" for the whole server."""
+    base = base_of(path)
+    prefix = f"{BASES_PREFIX}{base}" if base is not None else ""
+    rest = path[len(prefix) :].rstrip("/")
+    if rest.startswith("/messages") or rest == "/sse":
+        return f"{prefix}/sse"
+    return f"{prefix}/mcp" if rest == "/mcp" else ""
 
 
 def resource_url(settings: Settings, scope: Scope, endpoint: str) -> str:
@@ -141,7 +151,7 @@ class RequestGuard:
 
     async def _authenticate(self, scope: Scope, headers: Headers) -> ASGIApp | None:
         where = metadata_url(self.settings, scope) if self.auth.uses_oauth else None
-        outcome = await self.auth.authenticate(headers, where)
+        outcome = await self.auth.authenticate(headers, where, base_of(route_path(scope)))
         if isinstance(outcome, ProxyUser):
             scope["user"] = outcome
             return None

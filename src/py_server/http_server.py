@@ -28,6 +28,7 @@ from typing import Any, Literal
 import anyio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from mcp.server import Server
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.auth import ProtectedResourceMetadata
@@ -37,14 +38,14 @@ from pydantic import AnyHttpUrl
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .config import Settings
 from .health import Health
 from .http_connections import head_timeout_protocol
-from .http_security import METADATA_PATH, RequestGuard, is_authenticated, resource_url
+from .http_security import BASES_PREFIX, METADATA_PATH, RequestGuard, is_authenticated, resource_url
 from .identity.http_auth import Authenticator
 from .identity.oauth import JWTVerifier
 from .mcp_server import MCPProxy
@@ -129,9 +130,10 @@ class _SSEEndpoint:
     MCP_SSE_PING_INTERVAL seconds (per app; sse-starlette's own class-wide ping stays as it is).
     """
 
-    def __init__(self, proxy: MCPProxy, transport: SseServerTransport) -> None:
+    def __init__(self, proxy: MCPProxy, transport: SseServerTransport, server: Server[Any]) -> None:
         self._proxy = proxy
         self._transport = transport
+        self._server = server
         self._idle_timeout = proxy.settings.session_idle_timeout
         self._ping_interval = proxy.settings.sse_ping_interval
         self.open_streams = 0
@@ -151,7 +153,7 @@ class _SSEEndpoint:
                 reads, writes = _ActiveStream(read_stream, clock), _ActiveStream(write_stream, clock)
                 async with anyio.create_task_group() as group:
                     group.start_soon(self._close_when_idle, clock, group.cancel_scope)
-                    await self._proxy.server.run(reads, writes, self._proxy.initialization_options())
+                    await self._server.run(reads, writes, self._server.create_initialization_options())
                     group.cancel_scope.cancel()
                 await write_stream.aclose()
         finally:
@@ -279,6 +281,32 @@ class _FinishStreams:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+class _MCPEndpoints:
+    """One view's MCP endpoints under `prefix`: {prefix}/sse + {prefix}/messages/ and {prefix}/mcp."""
+
+    def __init__(self, proxy: MCPProxy, prefix: str, server: Server[Any]) -> None:
+        settings = proxy.settings
+        max_body = int(settings.max_request_mb * MIB)
+        self.prefix = prefix
+        self.transport = SseServerTransport(f"{prefix}/messages/", max_request_body_size=max_body)
+        self.manager = StreamableHTTPSessionManager(
+            app=server,
+            session_idle_timeout=settings.session_idle_timeout,
+            max_sessions=settings.max_sessions,
+            max_request_body_size=max_body,
+        )
+        self.sse = _SSEEndpoint(proxy, self.transport, server)
+        self.mcp = _StreamableHTTPEndpoint(proxy, self.manager)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(f"{self.prefix}/sse", endpoint=_FinishStreams(self.sse), methods=["GET"]),
+            Mount(f"{self.prefix}/messages/", app=self.transport.handle_post_message),
+            # Route, not Mount: clients POST to exactly /mcp, with no redirect to /mcp/.
+            Route(f"{self.prefix}/mcp", endpoint=_FinishStreams(self.mcp)),
+        ]
+
+
 def create_app(proxy: MCPProxy, *, verifier: JWTVerifier | None = None) -> FastAPI:
     """The HTTP front-end of `proxy`. `verifier` checks OAuth tokens; made from the settings when
     MCP_OAUTH_ISSUER is set and none is given."""
@@ -290,26 +318,21 @@ def create_app(proxy: MCPProxy, *, verifier: JWTVerifier | None = None) -> FastA
         verifier=verifier,
         group_claim=getattr(proxy.policies, "claim", None),
         admits=getattr(proxy.policies, "admits", None),
-        verify_login=proxy.upstreams.verify,
+        verify_login=proxy.verify_login,
     )
-    max_body = int(settings.max_request_mb * MIB)
-    sse = SseServerTransport("/messages/", max_request_body_size=max_body)
-    manager = StreamableHTTPSessionManager(
-        app=proxy.server,
-        session_idle_timeout=settings.session_idle_timeout,
-        max_sessions=settings.max_sessions,
-        max_request_body_size=max_body,
-    )
-    sse_endpoint = _SSEEndpoint(proxy, sse)
-    mcp_endpoint = _StreamableHTTPEndpoint(proxy, manager)
-    proxy.sessions.add_counter("sse", lambda: sse_endpoint.open_streams)
-    proxy.sessions.add_counter("streamable_http", lambda: mcp_endpoint.open_sessions)
+    # The default endpoints (/mcp, /sse) serve the default view; /bases/<name>/... one base each.
+    endpoints = [_MCPEndpoints(proxy, "", proxy.server)]
+    endpoints += [_MCPEndpoints(proxy, f"{BASES_PREFIX}{name}", proxy.server_for(name)) for name in proxy.bases]
+    proxy.sessions.add_counter("sse", lambda: sum(endpoint.sse.open_streams for endpoint in endpoints))
+    proxy.sessions.add_counter("streamable_http", lambda: sum(endpoint.mcp.open_sessions for endpoint in endpoints))
     health = Health(proxy)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            async with proxy.running(), manager.run():
+            async with proxy.running(), contextlib.AsyncExitStack() as managers:
+                for endpoint in endpoints:
+                    await managers.enter_async_context(endpoint.manager.run())
                 yield
         finally:
             if verifier is not None:
@@ -335,10 +358,13 @@ def create_app(proxy: MCPProxy, *, verifier: JWTVerifier | None = None) -> FastA
                 "messages": "/messages/",
                 "streamable_http": "/mcp",
             },
+            "bases": {name: f"{BASES_PREFIX}{name}/mcp" for name in proxy.bases},
             "auth": _auth_scheme(settings),
         }
         if may_see_detail(request):
             info["onec_url"] = proxy.client.base_url
+            if len(proxy.bases) > 1:
+                info["onec_urls"] = {name: base.upstreams.service.client.base_url for name, base in proxy.bases.items()}
         return info
 
     @app.get("/health")
@@ -376,10 +402,8 @@ def create_app(proxy: MCPProxy, *, verifier: JWTVerifier | None = None) -> FastA
         app.router.routes.append(
             Route(METADATA_PATH + "/{endpoint:path}", protected_resource_metadata, methods=["GET"])
         )
-    app.router.routes.append(Route("/sse", endpoint=_FinishStreams(sse_endpoint), methods=["GET"]))
-    app.router.routes.append(Mount("/messages/", app=sse.handle_post_message))
-    # Route, not Mount: clients POST to exactly /mcp, with no redirect to /mcp/.
-    app.router.routes.append(Route("/mcp", endpoint=_FinishStreams(mcp_endpoint)))
+    for endpoint in endpoints:
+        app.router.routes.extend(endpoint.routes())
 
     app.add_middleware(RequestGuard, settings=settings, authenticator=authenticator)
     if settings.allowed_origins:  # added last = outermost, so preflights never reach the guard

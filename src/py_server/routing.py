@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from mcp import types
 
+from .bases import DEFAULT_BASE
 from .callers import Caller
 from .config import Settings
 from .policy import BasePolicy, PolicyResolver
@@ -34,7 +35,7 @@ __all__ = ["ALL", "DEFAULT_BASE", "RESOURCE_SCHEME", "AllBasesView", "Base", "Si
 Kind = Literal["tools", "resources", "prompts"]
 ItemT = TypeVar("ItemT")
 ALL = "all"  # the name of the view that serves every base
-DEFAULT_BASE = "default"  # the base the MCP_ONEC_* settings describe
+
 RESOURCE_SCHEME = "onec-base://"
 
 

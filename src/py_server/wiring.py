@@ -1,26 +1,33 @@
-"""Compose a ready proxy from settings: the 1C client, the local extras, the policies and the core.
+"""Compose a ready proxy from settings: the 1C bases, the local extras, the policies and the core.
 
 proxy = build_proxy(settings)
 """
 
 from __future__ import annotations
 
+from .bases import load_bases
 from .config import Settings, require_consistent_identity, require_onec_url
 from .extras import create_extras
 from .group_policy import GroupPolicies, load_policy_file
-from .mcp_server import MCPProxy
+from .mcp_server import BaseSpec, MCPProxy
 from .onec_client import OneCClient, TotalSlots
 from .policy import Policy, PolicyResolver, Rules, SamePolicyForAll
 
 
 def build_proxy(settings: Settings) -> MCPProxy:
-    """Raises ConfigError when MCP_ONEC_URL is missing or the identity settings do not fit together."""
-    require_onec_url(settings)
+    """Raises ConfigError when a base has no URL, the bases file is bad, or the identity settings do not fit."""
     require_consistent_identity(settings)
-    # With personal 1C logins, one set of slots bounds what 1C runs for everybody together.
+    bases = []
+    for base in load_bases(settings):
+        require_onec_url(base.settings)
+        bases.append(BaseSpec(base.name, base.settings, build_client(base.settings), build_policies(base.settings)))
+    return MCPProxy(settings, extras=create_extras(settings), policies=build_policies(settings), bases=bases)
+
+
+def build_client(settings: Settings) -> OneCClient:
+    """A base's service client; with personal 1C logins, one set of slots bounds what 1C runs for everybody."""
     total = TotalSlots(settings.onec_max_concurrency) if settings.onec_auth == "passthrough" else None
-    client = OneCClient.from_settings(settings, total_slots=total)
-    return MCPProxy(settings, client, create_extras(settings), policies=build_policies(settings))
+    return OneCClient.from_settings(settings, total_slots=total)
 
 
 def build_policies(settings: Settings) -> PolicyResolver:

@@ -13,7 +13,7 @@ refusal is the HTTP answer a client can act on: 401 with the `WWW-Authenticate` 
 answer (Bearer with the protected resource metadata, or Basic realm="1C"), 403 with the reason,
 503 when 1C cannot be asked.
 
-    auth = Authenticator.from_settings(settings, verifier=..., verify_login=registry.verify, policies=...)
+    auth = Authenticator.from_settings(settings, verifier=..., verify_login=proxy.verify_login, admits=...)
     outcome = await auth.authenticate(headers, metadata_url)    # ProxyUser | Refusal
 """
 
@@ -46,7 +46,8 @@ TOKEN_CLIENT_ID = "bearer-token"  # the static token's name in logs and session 
 BASIC_CLIENT_ID = "onec-login"
 BASIC_CHALLENGE = 'Basic realm="1C", charset="UTF-8"'
 
-LoginCheck = Callable[[Identity], Awaitable[None]]
+# Checks a person's 1C login with a base (None: the bases of the endpoint that serves them all).
+LoginCheck = Callable[[Identity, "str | None"], Awaitable[None]]
 Admits = Callable[[Sequence[str]], "str | None"]
 
 
@@ -99,8 +100,12 @@ class Authenticator:
     def uses_oauth(self) -> bool:
         return self._verifier is not None
 
-    async def authenticate(self, headers: Headers, metadata_url: str | None = None) -> ProxyUser | Refusal | None:
-        """The request's user; a Refusal; or None when no credential is required at all."""
+    async def authenticate(
+        self, headers: Headers, metadata_url: str | None = None, base: str | None = None
+    ) -> ProxyUser | Refusal | None:
+        """The request's user; a Refusal; or None when no credential is required at all.
+
+        `base` is the 1C base the request is for (a per-base endpoint), so a 1C login is checked there."""
         if not self.required:
             return None
         bearer = self._bearer_identity(headers) if self._token is not None else None
@@ -112,7 +117,7 @@ class Authenticator:
                 return bearer
         access, identity = bearer if bearer is not None else (None, None)
         if self._passthrough:
-            return await self._with_login(headers, access, identity)
+            return await self._with_login(headers, access, identity, base)
         assert access is not None and identity is not None
         return ProxyUser(access, identity)
 
@@ -155,7 +160,7 @@ class Authenticator:
     # --- the person's 1C login ----------------------------------------------------------
 
     async def _with_login(
-        self, headers: Headers, access: AccessToken | None, identity: Identity | None
+        self, headers: Headers, access: AccessToken | None, identity: Identity | None, base: str | None
     ) -> ProxyUser | Refusal:
         header = headers.get(ONEC_AUTH_HEADER)
         if header is None and identity is None:  # no bearer in play: plain Authorization carries the login
@@ -174,7 +179,7 @@ class Authenticator:
             onec_login=login,
         )
         if self._verify_login is not None:
-            refusal = await self._check_login(identity, login)
+            refusal = await self._check_login(identity, login, base)
             if refusal is not None:
                 return refusal
         if access is None:
@@ -184,10 +189,10 @@ class Authenticator:
             access = access.model_copy(update={"subject": f"{owner}|{login.key}"})
         return ProxyUser(access, identity)
 
-    async def _check_login(self, identity: Identity, login: OneCLogin) -> Refusal | None:
+    async def _check_login(self, identity: Identity, login: OneCLogin, base: str | None) -> Refusal | None:
         assert self._verify_login is not None
         try:
-            await self._verify_login(identity)
+            await self._verify_login(identity, base)
         except OneCAuthError as exc:
             # Only 1C's own words go back: the caller is not signed in, so no 1C URL or detail of ours.
             if exc.status_code == 403:
