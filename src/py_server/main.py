@@ -53,6 +53,7 @@ _ONEC_FLAGS = {
         "1C calls in flight at once (MCP_ONEC_MAX_CONCURRENCY, default 4)",
     ),
     "catalog_ttl": ("--catalog-ttl", float, "seconds between catalog refreshes (MCP_CATALOG_TTL, default 60)"),
+    "bases_file": ("--bases-file", Path, "TOML file of several 1C bases (MCP_BASES_FILE)"),
     "log_level": ("--log-level", str, "DEBUG, INFO, WARNING or ERROR (MCP_LOG_LEVEL, default INFO)"),
     "server_name": ("--server-name", str, "name reported to MCP clients (MCP_SERVER_NAME)"),
 }
@@ -89,7 +90,10 @@ def create_parser() -> argparse.ArgumentParser:
         sub.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help=_ENV_FILE_HELP)
         return sub
 
-    proxy_command("stdio", "serve one MCP client over stdin/stdout (Claude Desktop, Cursor)")
+    stdio = proxy_command("stdio", "serve one MCP client over stdin/stdout (Claude Desktop, Cursor)")
+    stdio.add_argument(
+        "--base", default=None, metavar="NAME", help="serve this base of the bases file alone (default: every base)"
+    )
     proxy_command("http", "serve MCP over HTTP: /sse + /messages/, /mcp, /health", http=True)
     proxy_command("check", "diagnose the connection to 1C and the local extras")
 
@@ -133,7 +137,7 @@ def _backends(settings: Settings) -> Iterator[Settings]:
         yield demo_settings
 
 
-def _run_stdio(settings: Settings) -> int:
+def _run_stdio(settings: Settings, base: str | None = None) -> int:
     import anyio
 
     from .stdio_server import run_stdio
@@ -147,8 +151,16 @@ def _run_stdio(settings: Settings) -> int:
                 "MCP_ONEC_AUTH=passthrough and MCP_OAUTH_* apply to HTTP clients; over stdio the proxy reaches 1C "
                 "as MCP_ONEC_USERNAME"
             )
-        logger.info("onec-mcp-proxy %s on stdio, 1C at %s", __version__, proxy.client.base_url)
-        anyio.run(run_stdio, proxy)
+        if base is not None and base not in proxy.bases:
+            raise ConfigError(f"--base {base}: no such base; the bases are {', '.join(proxy.bases)}")
+        served = proxy.bases[base] if base is not None else proxy.first_base
+        logger.info(
+            "onec-mcp-proxy %s on stdio, 1C at %s%s",
+            __version__,
+            served.upstreams.service.client.base_url,
+            f" and {len(proxy.bases) - 1} more bases" if base is None and len(proxy.bases) > 1 else "",
+        )
+        anyio.run(run_stdio, proxy, base)
     return EXIT_OK
 
 
@@ -215,7 +227,7 @@ def _utf8_stdout() -> None:
 
 def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "stdio":
-        return _run_stdio(settings)
+        return _run_stdio(settings, args.base)
     _utf8_stdout()
     if args.command == "http":
         return _run_http(settings)

@@ -195,7 +195,8 @@ class MCPProxy:
     async def verify_login(self, identity: Identity, base: str | None = None) -> None:
         """Check a person's 1C login with `base`, or with the bases of the default view: one that
         accepts it is enough (the others refuse that person's calls themselves)."""
-        bases = [self.bases[base]] if base is not None else list(self.default_view.bases)
+        # A path under /bases/ that names no base is answered 404 by the router; check as for /mcp.
+        bases = [self.bases[base]] if base in self.bases else list(self.default_view.bases)
         if len(bases) == 1:
             await bases[0].upstreams.verify(identity)
             return
