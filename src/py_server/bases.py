@@ -45,8 +45,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from .config import Settings
 from .errors import ConfigError
-from .group_policy import _describe, _did_you_mean, _shown, group_key
 from .policy import LIST_KEYS
+from .toml_check import describe, did_you_mean, group_key, shown
 
 __all__ = ["DEFAULT_BASE", "MAX_BASES", "BaseConfig", "load_bases", "validate_base_name"]
 
@@ -148,7 +148,7 @@ def _read(path: Path, separator: str) -> dict[str, dict[str, Any]]:
 
     for key, value in document.items():
         if key != "bases":
-            close = _did_you_mean(key, ("bases",))
+            close = did_you_mean(key, ("bases",))
             if isinstance(value, dict):
                 suggestion = close or f"; a base goes in [bases.{group_key(key)}]"
                 raise fail(f"unknown table [{group_key(key)}]{suggestion}")
@@ -157,7 +157,7 @@ def _read(path: Path, separator: str) -> dict[str, dict[str, Any]]:
     if tables is None or tables == {}:
         raise fail("the file lists no bases; add a [bases.NAME] table with a url for each 1C base")
     if not isinstance(tables, dict):
-        raise fail(f"bases must be a set of [bases.NAME] tables, not {_describe(tables)}")
+        raise fail(f"bases must be a set of [bases.NAME] tables, not {describe(tables)}")
     if len(tables) > MAX_BASES:
         raise fail(f"{len(tables)} bases; at most {MAX_BASES} are served by one proxy")
     seen: dict[str, str] = {}
@@ -171,7 +171,7 @@ def _read(path: Path, separator: str) -> dict[str, dict[str, Any]]:
             raise fail(f"{where}: the name differs from {twin} only in case; give one of them another name")
         seen[name.lower()] = name
         if not isinstance(table, dict):
-            raise fail(f'{where} must be a table (url = "http://server/base" ...), not {_describe(table)}')
+            raise fail(f'{where} must be a table (url = "http://server/base" ...), not {describe(table)}')
     return tables
 
 
@@ -185,7 +185,7 @@ def _base_settings(
             if key == "password":
                 raise fail("password: a password is not written in this file; use password_env, the name of "
                            "an environment variable that holds it")  # fmt: skip
-            raise fail(f"unknown key {key!r}{_did_you_mean(key, BASE_KEYS)}; the keys are {', '.join(BASE_KEYS)}")
+            raise fail(f"unknown key {key!r}{did_you_mean(key, BASE_KEYS)}; the keys are {', '.join(BASE_KEYS)}")
         update[FIELDS[key]] = _checked(key, value, fail)
     if update["onec_url"] is None:
         raise fail('url is missing; set it to the 1C publication, e.g. url = "http://server/base"')
@@ -199,8 +199,8 @@ def _base_settings(
         key = next((key for key, name in FIELDS.items() if name == field), field)
         message = error["msg"].removeprefix("Value error, ").removeprefix("Input ")
         # Settings' own messages quote some values (a URL); never a password.
-        shown = "" if key == "password_env" or "got " in message else f" (got {_shown(table.get(key))})"
-        raise fail(f"{key} {message}{shown}") from None
+        value = "" if key == "password_env" or "got " in message else f" (got {shown(table.get(key))})"
+        raise fail(f"{key} {message}{value}") from None
     return settings.model_copy(update={field: getattr(checked, field) for field in update})
 
 
@@ -208,7 +208,7 @@ def _checked(key: str, value: Any, fail: Callable[[str], ConfigError]) -> Any:
     """One key's value, of the type its TOML key takes; ranges are left to Settings' own validators."""
     if key in _STRING_KEYS:
         if not isinstance(value, str):
-            raise fail(f"{key} must be a string, not {_describe(value)}")
+            raise fail(f"{key} must be a string, not {describe(value)}")
         if key == "url":
             if not value.strip():
                 raise fail('url is empty; set it to the 1C publication, e.g. url = "http://server/base"')
@@ -222,15 +222,15 @@ def _checked(key: str, value: Any, fail: Callable[[str], ConfigError]) -> Any:
         return value
     if key == "timeout":
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise fail(f"timeout must be a number of seconds, not {_shown(value)}")
+            raise fail(f"timeout must be a number of seconds, not {shown(value)}")
         return value
     if key == "max_concurrency":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise fail(f"max_concurrency must be a whole number from 1 to 256, not {_shown(value)}")
+            raise fail(f"max_concurrency must be a whole number from 1 to 256, not {shown(value)}")
         return value
     if key == "read_only":
         if not isinstance(value, bool):
-            raise fail(f"read_only must be true or false, not {_shown(value)}")
+            raise fail(f"read_only must be true or false, not {shown(value)}")
         return value
     # A list of glob patterns, as in MCP_POLICY_FILE.
     if isinstance(value, str):
@@ -240,10 +240,10 @@ def _checked(key: str, value: Any, fail: Callable[[str], ConfigError]) -> Any:
             raise fail(f"{key} is one string with commas; write a list: {key} = [{items}]")
         value = [value]
     if not isinstance(value, list):
-        raise fail(f"{key} must be a list of glob patterns, not {_describe(value)}")
+        raise fail(f"{key} must be a list of glob patterns, not {describe(value)}")
     for index, pattern in enumerate(value):
         if not isinstance(pattern, str) or not pattern:
-            raise fail(f"{key}[{index}] must be a glob pattern (a non-empty string), not {_shown(pattern)}")
+            raise fail(f"{key}[{index}] must be a glob pattern (a non-empty string), not {shown(pattern)}")
     return value
 
 

@@ -22,13 +22,10 @@ listed group gets the global policy alone (`default = "allow"`), or is refused (
 
 from __future__ import annotations
 
-import difflib
 import json
-import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +36,7 @@ from .callers import Caller
 from .errors import ConfigError
 from .policy import LIST_KEYS, BasePolicy, Denial, Kind, Policy, Rules
 from .redaction import clip
+from .toml_check import describe, did_you_mean, group_key, shown
 
 __all__ = ["GroupPolicies", "GroupPolicy", "PolicyFile", "load_policy_file", "parse_policy_file"]
 
@@ -48,12 +46,6 @@ CACHE_SIZE = 256  # combined policies kept, one per set of listed groups: real u
 GROUP_KEYS = (*LIST_KEYS, "read_only")
 TOP_KEYS = ("claim", "default", "groups")
 Default = Literal["deny", "allow"]
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def group_key(name: str) -> str:
-    """How TOML writes the group's table name: `interns`, or `"Domain Users"` when it needs quotes."""
-    return name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
 
 
 def group_setting(name: str) -> str:
@@ -131,27 +123,27 @@ def parse_policy_file(text: str, path: Path) -> PolicyFile:
         if key not in TOP_KEYS:
             if isinstance(value, dict):
                 raise fail(f"unknown table [{group_key(key)}]; a group's rules go in [groups.{group_key(key)}]")
-            raise fail(f"unknown key {key!r}{_did_you_mean(key, TOP_KEYS)}; the keys are {', '.join(TOP_KEYS)}")
+            raise fail(f"unknown key {key!r}{did_you_mean(key, TOP_KEYS)}; the keys are {', '.join(TOP_KEYS)}")
 
     claim = document.get("claim", DEFAULT_CLAIM)
     if not isinstance(claim, str) or not claim.strip():
-        raise fail(f"claim must be the name of the token claim that holds a user's groups, not {_shown(claim)}")
+        raise fail(f"claim must be the name of the token claim that holds a user's groups, not {shown(claim)}")
     default = document.get("default", "deny")
     if default not in ("deny", "allow"):
-        raise fail(f'default must be "deny" or "allow", not {_shown(default)}')
+        raise fail(f'default must be "deny" or "allow", not {shown(default)}')
 
     tables = document.get("groups")
     if tables is None or tables == {}:
         raise fail("the file lists no groups; add a [groups.NAME] table for each group of users")
     if not isinstance(tables, dict):
-        raise fail(f"groups must be a set of [groups.NAME] tables, not {_describe(tables)}")
+        raise fail(f"groups must be a set of [groups.NAME] tables, not {describe(tables)}")
     groups: dict[str, Rules] = {}
     for name, table in tables.items():
         where = f"[groups.{group_key(name)}]"
         if not name.strip():
             raise fail(f"{where}: a group needs a name")
         if not isinstance(table, dict):
-            raise fail(f"{where} must be a table of rules, not {_describe(table)}")
+            raise fail(f"{where} must be a table of rules, not {describe(table)}")
         groups[name] = Rules.from_table(_checked_group(table, where, fail), group_setting(name))
     return PolicyFile(path=path, claim=claim.strip(), default=default, groups=groups)
 
@@ -165,10 +157,10 @@ def _checked_group(table: dict[str, Any], where: str, fail_file: Callable[[str],
     checked: dict[str, Any] = {}
     for key, value in table.items():
         if key not in GROUP_KEYS:
-            raise fail(f"unknown key {key!r}{_did_you_mean(key, GROUP_KEYS)}; the keys are {', '.join(GROUP_KEYS)}")
+            raise fail(f"unknown key {key!r}{did_you_mean(key, GROUP_KEYS)}; the keys are {', '.join(GROUP_KEYS)}")
         if key == "read_only":
             if not isinstance(value, bool):
-                raise fail(f"read_only must be true or false, not {_shown(value)}")
+                raise fail(f"read_only must be true or false, not {shown(value)}")
             checked[key] = value
             continue
         if isinstance(value, str):
@@ -178,43 +170,12 @@ def _checked_group(table: dict[str, Any], where: str, fail_file: Callable[[str],
                 raise fail(f"{key} is one string with commas; write a list: {key} = [{items}]")
             value = [value]
         if not isinstance(value, list):
-            raise fail(f"{key} must be a list of glob patterns, not {_describe(value)}")
+            raise fail(f"{key} must be a list of glob patterns, not {describe(value)}")
         for index, pattern in enumerate(value):
             if not isinstance(pattern, str) or not pattern:
-                raise fail(f"{key}[{index}] must be a glob pattern (a non-empty string), not {_shown(pattern)}")
+                raise fail(f"{key}[{index}] must be a glob pattern (a non-empty string), not {shown(pattern)}")
         checked[key] = value
     return checked
-
-
-def _did_you_mean(key: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _describe(value: object) -> str:
-    """A TOML value's type, in TOML's words."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, datetime | date | time):
-        return "a date or time"
-    return type(value).__name__
-
-
-def _shown(value: object) -> str:
-    """A scalar as the admin wrote it (clipped, on one line), a compound value by its type."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return clip(json.dumps(value, ensure_ascii=False), 60)
-    return _describe(value)
 
 
 class GroupPolicy(BasePolicy):
