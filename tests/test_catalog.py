@@ -403,3 +403,15 @@ async def test_requests_within_each_ttl_keep_polling_without_a_connected_client(
                 onec.entered["tools"] = asyncio.Event()
                 await onec.entered["tools"].wait()
         assert catalog.status()["polling_paused"] is False
+
+
+async def test_1c_coming_back_is_announced_even_with_the_same_lists() -> None:
+    onec = FakeOneC()
+    catalog = make_catalog(onec)
+    await catalog.refresh()
+    onec.failures["tools"] = OneCConnectionError("Cannot connect to 1C")
+    assert await catalog.refresh() == set()
+    del onec.failures["tools"]
+    # Nothing changed in 1C, but clients saw it fail: they are told to look again.
+    assert await catalog.refresh() == {"tools", "resources", "prompts"}
+    assert await catalog.refresh() == set()  # and only once

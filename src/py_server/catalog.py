@@ -239,6 +239,10 @@ class Catalog:
         else:
             if self.last_error is not None:
                 logger.info("1C catalog refreshed again after: %s", self.last_error)
+            if self._failures and self.discovery is not None:
+                # 1C is back: say so even if its lists are as they were, so clients that saw calls fail
+                # (or gave up on the lists) look again.
+                changed.update(kind for kind in KINDS if self._sections[kind].supported is not False)
             self._failures = 0
             self.last_error = None
         finally:

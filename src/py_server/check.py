@@ -107,7 +107,8 @@ async def run_check(settings: Settings, *, out: TextIO) -> int:
             settings, {kind: [] for kind in KINDS}, local_tools, report, where=" of the local tools", warn=False
         )
         _check_masking_and_audit(settings, report)
-    await _check_identity(settings, first, local_tools, report)
+    accounts = {base.name: base.settings.onec_username or "-" for base in bases}
+    await _check_identity(settings, first, local_tools, report, accounts=accounts)
     return 1 if report.failed else 0
 
 
@@ -260,7 +261,12 @@ def _check_masking_and_audit(settings: Settings, report: _Report) -> None:
 
 
 async def _check_identity(
-    settings: Settings, listed: dict[str, list[dict[str, Any]]], local_tools: list[types.Tool], report: _Report
+    settings: Settings,
+    listed: dict[str, list[dict[str, Any]]],
+    local_tools: list[types.Tool],
+    report: _Report,
+    *,
+    accounts: dict[str, str] | None = None,
 ) -> None:
     """Who reaches 1C as whom; the OAuth issuer's metadata and keys; the groups of MCP_POLICY_FILE."""
     if settings.onec_auth == "passthrough":
@@ -270,8 +276,12 @@ async def _check_identity(
             f"at most {settings.onec_max_identities} kept, closed after {settings.onec_identity_idle:g} s idle; "
             f"{settings.identity_concurrency} calls per person, {settings.onec_max_concurrency} in total",
         )
+    elif accounts is not None and len(accounts) > 1:
+        named = ", ".join(f"{base}: '{user}'" for base, user in accounts.items())
+        report.line(INFO, f"1C logins: each base's service account for everybody ({named})")
     else:
-        report.line(INFO, f"1C logins: the service account '{settings.onec_username or '-'}' for everybody")
+        user = next(iter(accounts.values())) if accounts else settings.onec_username or "-"
+        report.line(INFO, f"1C logins: the service account '{user}' for everybody")
     if not settings.oauth_enabled:
         return
     verifier = JWTVerifier.from_settings(settings)

@@ -321,7 +321,7 @@ class MCPProxy:
                     _enforce(record, "tools", name, base.policy_for(caller).check_tool(original, definition))
                     if not exists:
                         raise self._unknown(view, "tool", name)
-                    result = await self._run_tool(original, arguments, onec)
+                    result = view.present_result(base, await self._run_tool(original, arguments, onec))
             result = await self._masked(self.masker.mask_call_result, result)
             record.result(result)
             return result
@@ -401,7 +401,9 @@ class MCPProxy:
             _enforce(record, "prompts", params.name, base.policy_for(caller).check("prompts", original))
             async with self._connection(base, caller) as onec:
                 try:
-                    result = to_prompt_result(await onec.get_prompt(original, params.arguments))
+                    result = view.present_result(
+                        base, to_prompt_result(await onec.get_prompt(original, params.arguments))
+                    )
                 except (OneCError, InvalidRequestError) as exc:
                     raise self._protocol_error(f"Cannot get the 1C prompt '{clip(params.name)}'", exc) from exc
             result = await self._masked(self.masker.mask_prompt_result, result)

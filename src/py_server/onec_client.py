@@ -219,6 +219,8 @@ class OneCClient:
         if login is None:
             username, password = settings.onec_username, settings.onec_password.get_secret_value()
             cap, source = settings.onec_max_concurrency, "MCP_ONEC_USERNAME and MCP_ONEC_PASSWORD"
+            if settings.bases_file is not None:
+                source = f"the base's username and password_env in {settings.bases_file}"
         else:
             username, password = login.username, login.password.get_secret_value()
             cap, source = settings.identity_concurrency, "the 1C login your MCP client sends"

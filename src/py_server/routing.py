@@ -34,6 +34,7 @@ __all__ = ["ALL", "DEFAULT_BASE", "RESOURCE_SCHEME", "AllBasesView", "Base", "Si
 
 Kind = Literal["tools", "resources", "prompts"]
 ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT", types.CallToolResult, types.GetPromptResult)
 ALL = "all"  # the name of the view that serves every base
 
 RESOURCE_SCHEME = "onec-base://"
@@ -78,6 +79,10 @@ class View(Protocol):
         """A resource read's contents with their URIs as this endpoint names them."""
         ...
 
+    def present_result(self, base: Base, result: ResultT) -> ResultT:
+        """A tool result or prompt with the resource URIs in it as this endpoint names them."""
+        ...
+
 
 class SingleBaseView:
     """One base, names and URIs as the base has them."""
@@ -96,6 +101,9 @@ class SingleBaseView:
     def present_contents(self, base: Base, result: types.ReadResourceResult) -> types.ReadResourceResult:
         return result
 
+    def present_result(self, base: Base, result: ResultT) -> ResultT:
+        return result
+
 
 class AllBasesView:
     """Every base, each item's name prefixed (or its URI wrapped) with the base's name."""
@@ -106,6 +114,8 @@ class AllBasesView:
         self.bases = tuple(bases)
         self._by_name = {base.name: base for base in bases}
         self._separator = separator
+        # Longest first: with bases "erp" and "erp_", "erp___x" belongs to "erp_".
+        self._prefixes = sorted(((f"{base.name}{separator}", base) for base in bases), key=lambda p: -len(p[0]))
 
     def present(self, kind: Kind, base: Base, item: ItemT) -> ItemT:
         update: dict[str, Any] = {}
@@ -130,9 +140,29 @@ class AllBasesView:
             if not name.startswith(RESOURCE_SCHEME):
                 return None
             base_name, slash, original = name[len(RESOURCE_SCHEME) :].partition("/")
-        else:
-            base_name, slash, original = name.partition(self._separator)
-        base = self._by_name.get(base_name)
-        if base is None or not slash or not original:
-            return None
-        return base, original
+            base = self._by_name.get(base_name)
+            return (base, original) if base is not None and slash and original else None
+        # The known names decide where the base ends, not the first separator: a base named "erp_"
+        # with the separator "__" makes "erp___get_metadata".
+        for prefix, base in self._prefixes:
+            if name.startswith(prefix) and len(name) > len(prefix):
+                return base, name[len(prefix) :]
+        return None
+
+    def present_result(self, base: Base, result: ResultT) -> ResultT:
+        """A tool result or prompt with the resource URIs it carries (links, embedded resources) wrapped,
+        so the client can read them on this endpoint."""
+        if isinstance(result, types.CallToolResult):
+            return result.model_copy(update={"content": [self._wrap_content(base, c) for c in result.content]})
+        if isinstance(result, types.GetPromptResult):
+            messages = [m.model_copy(update={"content": self._wrap_content(base, m.content)}) for m in result.messages]
+            return result.model_copy(update={"messages": messages})
+        return result
+
+    def _wrap_content(self, base: Base, content: Any) -> Any:
+        if isinstance(content, types.ResourceLink):
+            return content.model_copy(update={"uri": self._wrap(base, content.uri)})
+        if isinstance(content, types.EmbeddedResource):
+            inner = content.resource.model_copy(update={"uri": self._wrap(base, content.resource.uri)})
+            return content.model_copy(update={"resource": inner})
+        return content
