@@ -158,6 +158,18 @@ class Settings(BaseSettings):
     # Seconds a new connection has to send its whole request head before it is closed.
     header_timeout: float = Field(10.0, gt=0)
 
+    # Streamable HTTP without server-side sessions, so any replica behind a load balancer can answer.
+    stateless_http: bool = False
+
+    # --- operations -----------------------------------------------------------------------
+    # /metrics without the bearer token (for a scraper on a trusted network).
+    metrics_public: bool = False
+    # stdio: serve /metrics on this port (nothing is served without it).
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # text: human-readable lines; json: one JSON object per line, for log shippers.
+    log_format: Literal["text", "json"] = "text"
+
     # --- general --------------------------------------------------------------------------
     log_level: LogLevel = "INFO"
     server_name: str = "onec-mcp-proxy"

@@ -291,7 +291,10 @@ class _MCPEndpoints:
         self.transport = SseServerTransport(f"{prefix}/messages/", max_request_body_size=max_body)
         self.manager = StreamableHTTPSessionManager(
             app=server,
-            session_idle_timeout=settings.session_idle_timeout,
+            # Stateless: every request gets a fresh transport, so any replica can answer it (the
+            # SDK refuses an idle timeout in this mode: there are no sessions to time out).
+            stateless=settings.stateless_http,
+            session_idle_timeout=None if settings.stateless_http else settings.session_idle_timeout,
             max_sessions=settings.max_sessions,
             max_request_body_size=max_body,
         )
