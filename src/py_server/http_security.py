@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 # one-line reason unless the caller is authenticated), and the OAuth protected resource metadata.
 PUBLIC_PATHS = frozenset({"/", "/health", "/health/live", "/health/ready"})
 METADATA_PATH = "/.well-known/oauth-protected-resource"
+METRICS_PATH = "/metrics"  # public only with MCP_METRICS_PUBLIC=true
 BASES_PREFIX = "/bases/"  # per-base endpoints: /bases/<name>/mcp, /bases/<name>/sse
 PUBLIC_METHODS = frozenset({"GET", "HEAD"})
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -155,7 +156,7 @@ class RequestGuard:
         if isinstance(outcome, ProxyUser):
             scope["user"] = outcome
             return None
-        if outcome is None or is_public(scope):
+        if outcome is None or is_public(scope) or (self.settings.metrics_public and route_path(scope) == METRICS_PATH):
             return None
         assert isinstance(outcome, Refusal)
         logger.warning("rejected a request (HTTP %d): %s", outcome.status_code, outcome.message)

@@ -4,6 +4,7 @@ GET  /               name, version, endpoints (never the 1C URL or credentials w
 GET  /health         readiness: 200 / 503 with a one-line reason; the detail with the token
 GET  /health/live    200 while the process serves (no 1C call)
 GET  /health/ready   200 when 1C answers, 503 otherwise
+GET  /metrics        Prometheus text format (needs the token unless MCP_METRICS_PUBLIC=true)
 GET  /sse            legacy HTTP+SSE transport; the client POSTs to /messages/?session_id=...
 POST /messages/
 /mcp                 Streamable HTTP (both protocol eras)
@@ -38,6 +39,7 @@ from pydantic import AnyHttpUrl
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -374,6 +376,11 @@ def create_app(proxy: MCPProxy, *, verifier: JWTVerifier | None = None) -> FastA
     async def health_report(request: Request) -> JSONResponse:
         status, body = await health.report(detail=may_see_detail(request))
         return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = proxy.metrics.render()
+        return Response(body, media_type=content_type)
 
     @app.get("/health/live")
     async def live() -> dict[str, str]:

@@ -26,7 +26,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -45,6 +45,7 @@ from .errors import InvalidRequestError, OneCAuthError, OneCError, OneCProtocolE
 from .identity import SERVICE_KEY, Identity
 from .local_tools import Extra, ToolRegistry, error_result
 from .masking import Masker
+from .metrics import UNKNOWN, Metrics
 from .notifier import ListChangeNotifier
 from .onec_client import OneCClient
 from .onec_mapping import to_call_result, to_prompt_result, to_read_result
@@ -134,6 +135,9 @@ class MCPProxy:
         if not bases:
             raise ValueError("MCPProxy needs a 1C client or at least one base")
         self.bases: dict[str, Base] = {spec.name: self._base(spec) for spec in bases}
+        self.metrics = Metrics(self)
+        for name, base in self.bases.items():
+            base.upstreams.observe(functools.partial(self.metrics.onec, name))
         self.started_at = time.monotonic()
         # What clients hold open, across front-ends; the HTTP front-end adds its transports.
         self.sessions = SessionGate(settings.max_sessions)
@@ -237,18 +241,70 @@ class MCPProxy:
             version=__version__,
             title="1C:Enterprise MCP proxy",
             instructions=INSTRUCTIONS,
-            on_list_tools=functools.partial(self._list_tools, view),
-            on_call_tool=functools.partial(self._call_tool, view),
-            on_list_resources=functools.partial(self._list_resources, view),
-            on_read_resource=functools.partial(self._read_resource, view),
-            on_list_prompts=functools.partial(self._list_prompts, view),
-            on_get_prompt=functools.partial(self._get_prompt, view),
+            on_list_tools=self._observed(view, "tools/list", self._list_tools),
+            on_call_tool=self._observed(view, "tools/call", self._call_tool),
+            on_list_resources=self._observed(view, "resources/list", self._list_resources),
+            on_read_resource=self._observed(view, "resources/read", self._read_resource),
+            on_list_prompts=self._observed(view, "prompts/list", self._list_prompts),
+            on_get_prompt=self._observed(view, "prompts/get", self._get_prompt),
             on_subscriptions_listen=self._listen,
         )
         server.add_notification_handler(
             "notifications/initialized", types.NotificationParams, functools.partial(self._initialized, view)
         )
         return server
+
+    def _observed(
+        self, view: View, method: str, handler: Callable[[View, Any, Any], Awaitable[ResultT]]
+    ) -> Callable[[Any, Any], Awaitable[ResultT]]:
+        """`handler` for `view`, counted once per request (metrics) and logged as one line."""
+
+        async def observed(ctx: ServerRequestContext[Any], params: Any) -> ResultT:
+            started = time.perf_counter()
+            outcome = "error"
+            try:
+                result = await handler(view, ctx, params)
+                outcome = "tool_error" if getattr(result, "is_error", None) is True else "ok"
+                return result
+            finally:
+                self._count(view, method, ctx, params, outcome, time.perf_counter() - started)
+
+        return observed
+
+    def _count(self, view: View, method: str, ctx: Any, params: Any, outcome: str, seconds: float) -> None:
+        caller = caller_of(ctx)
+        name = getattr(params, "name", None) or getattr(params, "uri", None)
+        base, tool = self._labels(view, method, name)
+        self.metrics.request(method, tool=tool, base=base, outcome=outcome, seconds=seconds, user=caller.name)
+        extra = {
+            "request_id": str(getattr(ctx, "request_id", "")),
+            "method": method,
+            "tool": tool or None,
+            "duration_ms": round(seconds * 1000, 1),
+            "outcome": outcome,
+            "session": caller.session_id,
+            "base": base,
+            "user": caller.name,
+        }
+        # One line per request for log shippers (MCP_LOG_FORMAT=json); at DEBUG for people reading text.
+        level = logging.INFO if self.settings.log_format == "json" else logging.DEBUG
+        logger.log(level, "%s %s%s: %s in %.1f ms", caller.transport, method, f" {tool}" if tool else "", outcome,
+                   seconds * 1000, extra=extra)  # fmt: skip
+
+    def _labels(self, view: View, method: str, name: str | None) -> tuple[str, str]:
+        """(base, tool) labels from names the proxy knows; a name no catalog has is "unknown"."""
+        if method.endswith("/list") or name is None:
+            return (view.name if isinstance(view, AllBasesView) else view.bases[0].name), ""
+        if method == "tools/call" and name in self.registry:
+            return "local", name
+        kind: Kind = "tools" if method == "tools/call" else "resources" if method == "resources/read" else "prompts"
+        target = view.resolve(kind, name)
+        if target is None:
+            return UNKNOWN, UNKNOWN if method == "tools/call" else ""
+        base, original = target
+        if method != "tools/call":
+            return base.name, ""
+        return base.name, original if base.knows_tool(original) else UNKNOWN
 
     async def _initialized(self, view: View, ctx: ServerRequestContext[Any], params: types.NotificationParams) -> None:
         # A session hears about the catalogs it is served: its view's bases, its identity's own or shared.

@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -109,6 +109,9 @@ class _Answer:
     @property
     def is_success(self) -> bool:
         return 200 <= self.status_code < 300
+
+
+ExchangeObserver = Callable[[str, str, float], None]
 
 
 class TotalSlots(asyncio.Semaphore):
@@ -202,6 +205,8 @@ class OneCClient:
         # Set when 1C refuses the login (401) or the user's right to the service (403): the
         # connection registry then makes a new connection and checks the login again.
         self.login_refused = False
+        # Told of every JSON-RPC exchange and probe: (method, outcome, seconds). Metrics set it.
+        self.observer: ExchangeObserver | None = None
         self._in_flight = 0
         self._queued = 0
         # Exchanges holding a slot. Kept here so that they outlive a cancelled caller and aclose() can end them.
@@ -335,7 +340,12 @@ class OneCClient:
                 else:
                     await self._rpc("ping", None, probe_timeout=timeout)
         except TimeoutError:
+            self._observe("ping", "timeout", started)
             raise OneCTimeoutError(self._probe_timeout_message(what, timeout)) from None
+        except OneCError as exc:
+            self._observe("ping", _outcome_of(exc), started)
+            raise
+        self._observe("ping", "ok", started)
         return time.perf_counter() - started
 
     async def request(
@@ -348,11 +358,18 @@ class OneCClient:
             InvalidRequestError: `params` hold a value JSON cannot carry (NaN, Infinity); nothing was sent.
             OneCBusyError, OneCProtocolError, OneCHTTPError, OneCConnectionError: see the class docstring.
         """
-        reply = await self._rpc(method, params, headers=headers)
+        started = time.perf_counter()
+        try:
+            reply = await self._rpc(method, params, headers=headers)
+        except OneCError as exc:
+            self._observe(method, _outcome_of(exc), started)
+            raise
         if "error" in reply:
+            self._observe(method, "rpc_error", started)
             error = self._rpc_error(reply["error"])
             logger.warning("1C returned error %s for %s: %s", error.code, method, error.detail)
             raise error
+        self._observe(method, "ok", started)
         result = reply["result"]
         if not isinstance(result, dict):
             raise OneCProtocolError(f"1C answered {method} with a non-object result: {self._show(result)}")
@@ -391,6 +408,10 @@ class OneCClient:
         return await self.request("prompts/get", {"name": name, "arguments": arguments or {}}, headers=headers)
 
     # --- internals: JSON-RPC --------------------------------------------------------------
+
+    def _observe(self, method: str, outcome: str, started: float) -> None:
+        if self.observer is not None:
+            self.observer(method, outcome, time.perf_counter() - started)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -775,6 +796,19 @@ class OneCClient:
             f"1C answered {what} at {url} with HTTP {status}: {self._excerpt(answer.content)}. {hint}",
             status_code=status,
         )
+
+
+def _outcome_of(exc: OneCError) -> str:
+    """A 1C failure in a metric's words: did 1C answer, and how."""
+    if isinstance(exc, OneCBusyError):
+        return "busy"  # never sent: no slot
+    if isinstance(exc, OneCTimeoutError):
+        return "timeout"
+    if isinstance(exc, OneCConnectionError):
+        return "unreachable"
+    if isinstance(exc, OneCRpcError):
+        return "rpc_error"
+    return "http_error"  # an HTTP error status, an error page or an answer that is not JSON-RPC
 
 
 def _log_orphan_outcome(what: str, left_at: float, exchange: asyncio.Task[_Answer]) -> None:

@@ -52,6 +52,10 @@ class Base:
     def policy_for(self, caller: Caller) -> BasePolicy:
         return self.policies.policy_for(caller)
 
+    def knows_tool(self, name: str) -> bool:
+        """Whether any of this base's catalogs (the service account's, a person's) lists the tool."""
+        return self.upstreams.knows_tool(name)
+
     @contextlib.asynccontextmanager
     async def connection(self, caller: Caller) -> AsyncIterator[OneCConnection]:
         async with self.upstreams.connection(caller.identity) as onec:

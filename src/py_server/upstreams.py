@@ -39,7 +39,7 @@ from .catalog import Catalog, Kind
 from .config import Settings
 from .errors import OneCAuthError, OneCBusyError, OneCHTTPError
 from .identity import SERVICE_KEY, Identity, OneCLogin
-from .onec_client import OneCClient, TotalSlots
+from .onec_client import ExchangeObserver, OneCClient, TotalSlots
 
 __all__ = ["IdentityLimitError", "OneCConnection", "Upstream", "UpstreamRegistry"]
 
@@ -165,6 +165,28 @@ class UpstreamRegistry:
         self._checks = asyncio.Semaphore(settings.onec_max_concurrency)
         self._refused: OrderedDict[str, tuple[float, OneCAuthError]] = OrderedDict()
         self._header = settings.onec_user_header
+        self._observer: ExchangeObserver | None = None
+
+    def observe(self, observer: ExchangeObserver | None) -> None:
+        """Tell `observer` of every exchange with 1C, on every client of this registry (metrics)."""
+        self._observer = observer
+        for upstream in (self.service, *self._personal.values(), *self._pending.values()):
+            upstream.client.observer = observer
+
+    def knows_tool(self, name: str) -> bool:
+        """Whether a catalog of this registry lists the tool (bounded metric labels)."""
+        catalogs = {id(u.catalog): u.catalog for u in (self.service, *self._personal.values())}
+        return any(tool.name == name for catalog in catalogs.values() for tool in catalog.section("tools").items)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls running in 1C through any of this registry's clients."""
+        return sum(upstream.client.in_flight for upstream in (self.service, *self._personal.values()))
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a slot on any of this registry's clients."""
+        return sum(upstream.client.queued for upstream in (self.service, *self._personal.values()))
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -312,6 +334,7 @@ class UpstreamRegistry:
 
     def _make(self, key: str, login: OneCLogin) -> Upstream:
         client = self._client_factory(login)
+        client.observer = self._observer
         if self._settings.onec_catalog == "shared":
             return Upstream(key, client, self.service.catalog, owns_catalog=False)
         return Upstream(key, client, self._new_catalog(client, key, announce_first_fetch=False))
@@ -395,5 +418,5 @@ class UpstreamRegistry:
             "catalog": self._settings.onec_catalog if self._settings.onec_auth == "passthrough" else "shared",
             "personal_connections": self.size,
             "max_identities": self._settings.onec_max_identities,
-            "in_flight": sum(u.client.in_flight for u in (self.service, *self._personal.values())),
+            "in_flight": self.in_flight,
         }
