@@ -308,3 +308,14 @@ def test_bad_base_names(name: str, separator: str, expected: str) -> None:
     with pytest.raises(ConfigError) as error:
         validate_base_name(name, separator)
     assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_two_bases_whose_prefixed_names_could_collide_are_refused(tmp_path: Path) -> None:
+    message = config_error(tmp_path, '[bases.erp]\nurl = "http://a/erp"\n[bases.erp_]\nurl = "http://a/erp2"\n')
+    assert "[bases.erp] and [bases.erp_]" in message and "MCP_BASE_SEPARATOR" in message
+
+
+@pytest.mark.parametrize("url", ["mcp:S3cret@srv/erp", "http:/mcp:S3cret@srv/erp", "//mcp:S3cret@srv/erp"])
+def test_a_password_in_a_malformed_url_is_never_shown(tmp_path: Path, url: str) -> None:
+    message = config_error(tmp_path, f'[bases.erp]\nurl = "{url}"\n')
+    assert "S3cret" not in message and "credentials" in message

@@ -557,3 +557,31 @@ async def test_check_names_the_bases_service_accounts(make_bases: Callable[..., 
     assert await run_check(bases.settings(), out=out) == 0
     assert "the service account '-'" not in out.getvalue()
 
+
+async def test_a_login_check_on_the_combined_endpoint_waits_for_the_first_base_that_accepts() -> None:
+    from py_server.config import Settings
+    from py_server.identity import Identity
+    from py_server.mcp_server import BaseSpec, MCPProxy
+    from py_server.onec_client import OneCClient
+    from py_server.wiring import build_policies
+
+    settings = Settings(_env_file=None, onec_url="http://127.0.0.1:9/x", rag_backend="off")  # type: ignore[call-arg]
+    specs = [
+        BaseSpec(name, settings, OneCClient.from_settings(settings), build_policies(settings)) for name in ("a", "b")
+    ]
+    proxy = MCPProxy(settings, bases=specs)
+    hanging, checked = anyio.Event(), []
+
+    async def never(identity: Identity) -> None:
+        await hanging.wait()
+
+    async def accepts(identity: Identity) -> None:
+        checked.append(identity)
+
+    proxy.bases["a"].upstreams.verify = never  # type: ignore[method-assign]
+    proxy.bases["b"].upstreams.verify = accepts  # type: ignore[method-assign]
+    with anyio.fail_after(2):  # not the slow base's timeout
+        await proxy.verify_login(Identity("ivanov"))
+    assert checked == [Identity("ivanov")]
+    for spec in specs:
+        await spec.client.aclose()

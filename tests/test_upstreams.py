@@ -519,3 +519,18 @@ async def test_wrong_logins_evict_nobody(emulator: OneCEmulator) -> None:
                 await proxy.registry.verify(person("storekeeper", guess))
         assert (await proxy.use(ACCOUNTANT)).upstream is accountant.upstream
         assert not closed(accountant).is_set()
+
+
+async def test_a_login_1c_refused_is_not_tried_again_at_once(emulator: OneCEmulator) -> None:
+    async with running(passthrough(emulator)) as proxy:
+        onec = await proxy.connect(STOREKEEPER)
+        change_password(emulator, "storekeeper", "changed")
+        with pytest.raises(OneCAuthError):
+            await onec.call_tool("current_user", {})
+        refused_before = emulator.state.calls["HTTP 401"]
+        for _ in range(3):  # e.g. the combined endpoint listing every base for this person
+            with pytest.raises(OneCAuthError):
+                await proxy.use(STOREKEEPER)
+            with pytest.raises(OneCAuthError):
+                await proxy.registry.verify(STOREKEEPER)
+        assert emulator.state.calls["HTTP 401"] == refused_before  # 1C saw no new failed login

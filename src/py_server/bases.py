@@ -108,6 +108,7 @@ def load_bases(settings: Settings, *, environ: Mapping[str, str] | None = None) 
     if path is None:
         return (BaseConfig(DEFAULT_BASE, settings),)
     tables = _read(path, settings.base_separator)
+    _refuse_ambiguous_prefixes(path, list(tables), settings.base_separator)
     passwords = _Passwords(os.environ if environ is None else environ, settings.env_file)
     bases = tuple(
         BaseConfig(name, _base_settings(settings, table, _fail_in(path, name), passwords))
@@ -120,6 +121,19 @@ def load_bases(settings: Settings, *, environ: Mapping[str, str] | None = None) 
             SETTING, ", ".join(unused), "is" if len(unused) == 1 else "are", path,
         )  # fmt: skip
     return bases
+
+
+def _refuse_ambiguous_prefixes(path: Path, names: list[str], separator: str) -> None:
+    """Where every base is served together, `erp` + `__` + `_x` and `erp_` + `__` + `x` would both be
+    `erp___x`: two bases whose prefixes start alike cannot be told apart."""
+    for name in names:
+        for other in names:
+            if other != name and f"{other}{separator}".startswith(f"{name}{separator}"):
+                raise ConfigError(
+                    f"{SETTING} {path}: [bases.{name}] and [bases.{other}]: {other}{separator}... starts like "
+                    f"{name}{separator}..., so their prefixed names could be the same; rename one, or set "
+                    "another MCP_BASE_SEPARATOR"
+                )
 
 
 def _read(path: Path, separator: str) -> dict[str, dict[str, Any]]:
@@ -213,7 +227,8 @@ def _checked(key: str, value: Any, fail: Callable[[str], ConfigError]) -> Any:
             if not value.strip():
                 raise fail('url is empty; set it to the 1C publication, e.g. url = "http://server/base"')
             # Checked before Settings' own check, which would quote the URL, password and all.
-            if "@" in value.partition("://")[2].split("/", 1)[0]:
+            authority = value.partition("://")[2] if "://" in value else value
+            if "@" in authority.lstrip("/").split("/", 1)[0] or ("@" in value and "://" not in value):
                 raise fail("url must not contain credentials; set username and password_env")
         if key == "password_env" and not _VARIABLE.fullmatch(value):
             # Not quoted: a value that is no variable name may well be the password itself.

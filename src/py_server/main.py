@@ -144,23 +144,16 @@ def _run_stdio(settings: Settings, base: str | None = None) -> int:
     from .wiring import build_proxy
 
     with _backends(settings) as effective:
-        proxy = build_proxy(effective)
+        proxy = build_proxy(effective, only_base=base)
         if settings.onec_auth == "passthrough" or settings.oauth_enabled:
             # One person per stdio proxy: their own 1C login is MCP_ONEC_USERNAME in their client's config.
             logger.warning(
                 "MCP_ONEC_AUTH=passthrough and MCP_OAUTH_* apply to HTTP clients; over stdio the proxy reaches 1C "
                 "as MCP_ONEC_USERNAME"
             )
-        if base is not None and base not in proxy.bases:
-            raise ConfigError(f"--base {base}: no such base; the bases are {', '.join(proxy.bases)}")
-        served = proxy.bases[base] if base is not None else proxy.first_base
-        logger.info(
-            "onec-mcp-proxy %s on stdio, 1C at %s%s",
-            __version__,
-            served.upstreams.service.client.base_url,
-            f" and {len(proxy.bases) - 1} more bases" if base is None and len(proxy.bases) > 1 else "",
-        )
-        anyio.run(run_stdio, proxy, base)
+        more = f" and {len(proxy.bases) - 1} more bases" if len(proxy.bases) > 1 else ""
+        logger.info("onec-mcp-proxy %s on stdio, 1C at %s%s", __version__, proxy.client.base_url, more)
+        anyio.run(run_stdio, proxy)
     return EXIT_OK
 
 
@@ -251,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_emulator(args.port)
         settings = load_settings(_overrides(args), env_file=args.env_file)
         redactor = _redactor(settings)
-        configure_logging(settings.log_level, secrets=redactor)
+        configure_logging(settings.log_level, secrets=redactor, log_format=settings.log_format)
         return _run_command(args, settings)
     except ConfigError as exc:
         return _fail(EXIT_USAGE, str(exc), redactor)

@@ -204,10 +204,20 @@ class MCPProxy:
         if len(bases) == 1:
             await bases[0].upstreams.verify(identity)
             return
-        outcomes = await asyncio.gather(*(b.upstreams.verify(identity) for b in bases), return_exceptions=True)
-        if any(outcome is None for outcome in outcomes):
-            return
-        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        # The first base to accept decides; a slow one does not hold the request up.
+        checks = [asyncio.ensure_future(b.upstreams.verify(identity)) for b in bases]
+        errors: list[BaseException] = []
+        try:
+            for done in asyncio.as_completed(checks):
+                try:
+                    await done
+                except Exception as exc:
+                    errors.append(exc)
+                else:
+                    return
+        finally:
+            for check in checks:
+                check.cancel()
         raise next((e for e in errors if isinstance(e, OneCAuthError)), errors[0])
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -356,9 +366,18 @@ class MCPProxy:
 
         if len(view.bases) == 1:
             return await of(view.bases[0])
-        # Concurrently: a base whose first catalog fetch is slow does not hold up the others.
-        per_base = await asyncio.gather(*(of(base) for base in view.bases))
-        return [item for items in per_base for item in items]
+        # Concurrently: a base whose first catalog fetch is slow does not hold up the others, and a
+        # base that fails this caller (no room, their login refused there) leaves the others' lists.
+        per_base = await asyncio.gather(*(of(base) for base in view.bases), return_exceptions=True)
+        items: list[Any] = []
+        for base, listed in zip(view.bases, per_base, strict=True):
+            if isinstance(listed, BaseException):
+                if not isinstance(listed, Exception):
+                    raise listed
+                logger.info("base %s left out of a %s list: %s", base.name, kind, listed)
+                continue
+            items.extend(listed)
+        return items
 
     async def _call_tool(
         self, view: View, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
@@ -405,12 +424,12 @@ class MCPProxy:
     @contextlib.asynccontextmanager
     async def _connection(self, base: Base, caller: Caller) -> AsyncIterator[OneCConnection]:
         """The base's 1C connection for the caller's identity, held for the request; no room for
-        another person is a JSON-RPC error."""
+        another person, or a login this base refused a moment ago, is a JSON-RPC error."""
         async with contextlib.AsyncExitStack() as stack:
             try:
                 onec = await stack.enter_async_context(base.connection(caller))
-            except IdentityLimitError as exc:
-                raise MCPError(types.INTERNAL_ERROR, str(exc)) from exc
+            except (IdentityLimitError, OneCAuthError) as exc:
+                raise MCPError(types.INTERNAL_ERROR, f"Base {base.name}: {exc}") from exc
             yield onec
 
     async def _tool_definition(self, name: str, onec: OneCConnection) -> tuple[types.Tool | None, bool]:

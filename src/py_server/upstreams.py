@@ -317,13 +317,23 @@ class UpstreamRegistry:
         return identity.connection_key if personal else SERVICE_KEY
 
     def _upstream(self, identity: Identity) -> Upstream:
+        """Raises OneCAuthError for a login 1C refused within REFUSED_LOGIN_MEMORY: no new connection
+        (and no new failed login in 1C) for it until then."""
         key = identity.connection_key
         if key == SERVICE_KEY:
             return self.service
+        refused = self._refused.get(key)
+        if refused is not None and self._clock() - refused[0] < REFUSED_LOGIN_MEMORY:
+            raise refused[1]
         upstream = self._personal.get(key)
         if upstream is not None and upstream.client.login_refused:
-            self._drop(upstream)  # 1C refused the login since: a new connection, verified again
-            upstream = None
+            # 1C refused the login since: remembered for a while, then a new connection, verified again.
+            self._drop(upstream)
+            refusal = OneCAuthError(
+                f"1C rejected the login for user '{identity.onec_user}' (HTTP 401)", status_code=401
+            )
+            self._remember_refusal(key, refusal)
+            raise refusal
         if upstream is None:
             assert identity.onec_login is not None
             upstream = self._make(key, identity.onec_login)

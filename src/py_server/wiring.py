@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .bases import load_bases
 from .config import Settings, require_consistent_identity, require_onec_url
+from .errors import ConfigError
 from .extras import create_extras
 from .group_policy import GroupPolicies, load_policy_file
 from .mcp_server import BaseSpec, MCPProxy
@@ -14,11 +15,20 @@ from .onec_client import OneCClient, TotalSlots
 from .policy import Policy, PolicyResolver, Rules, SamePolicyForAll
 
 
-def build_proxy(settings: Settings) -> MCPProxy:
-    """Raises ConfigError when a base has no URL, the bases file is bad, or the identity settings do not fit."""
+def build_proxy(settings: Settings, *, only_base: str | None = None) -> MCPProxy:
+    """The proxy of every base, or of `only_base` alone (stdio --base: the others are not even polled).
+
+    Raises ConfigError when a base has no URL or is not in the file, the bases file is bad, or the
+    identity settings do not fit together."""
     require_consistent_identity(settings)
+    configs = load_bases(settings)
+    if only_base is not None:
+        configs = tuple(base for base in configs if base.name == only_base)
+        if not configs:
+            names = ", ".join(base.name for base in load_bases(settings))
+            raise ConfigError(f"--base {only_base}: no such base; the bases are {names}")
     bases = []
-    for base in load_bases(settings):
+    for base in configs:
         require_onec_url(base.settings)
         bases.append(BaseSpec(base.name, base.settings, build_client(base.settings), build_policies(base.settings)))
     return MCPProxy(settings, extras=create_extras(settings), policies=build_policies(settings), bases=bases)
