@@ -134,3 +134,19 @@ async def test_a_stdio_proxy_serves_metrics_only_on_the_port_it_is_given(emulato
     assert value(
         scrape, "onec_mcp_requests_total", method="tools/call", tool="get_metadata", outcome="ok", base="default"
     )
+
+
+async def test_the_grafana_dashboard_uses_only_metrics_the_proxy_exports(emulator: OneCEmulator) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).parents[1] / "deploy/grafana/onec-mcp-proxy.json").read_text("utf-8"))
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\b(onec_mcp_[a-z_]+)", expr)}
+    settings = proxy_settings(emulator)
+    with http_proxy(settings) as server:
+        async with session_at(server.url) as session:
+            await session.call_tool("get_metadata", {})
+        exported = {sample_name for sample_name, _ in samples(await scraped(f"{server.url}/metrics"))}
+    assert used and used <= exported, used - exported
