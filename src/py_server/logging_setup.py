@@ -1,23 +1,29 @@
 """Logging to stderr only (stdout is the stdio wire), with secrets masked in every record and
-floods from the network-facing loggers cut to one line a minute.
+floods from the network-facing loggers cut to one line a minute. Text lines for people, or one JSON
+object per line for a log shipper (`MCP_LOG_FORMAT=json`).
 
-configure_logging("DEBUG", secrets=Redactor([token], basic_logins=[(user, password)]))
+configure_logging("DEBUG", secrets=Redactor([token], basic_logins=[(user, password)]), log_format="json")
+logger.info("tools/call %s", name, extra={"request_id": rid, "tool": name, "duration_ms": 12.5})
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 from .redaction import Redactor, basic_auth_token
 
 __all__ = [
+    "JSON_EXTRA_KEYS",
     "LOG_FORMAT",
     "RATE_LIMITED_LOGGERS",
+    "JsonFormatter",
     "RateLimitFilter",
     "SecretMaskingFilter",
     "basic_auth_token",
@@ -25,6 +31,9 @@ __all__ = [
 ]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# The `extra={...}` attributes a JSON line carries when a record has them; any other extra stays out,
+# so a careless `extra` cannot put a request body or a header into the shipped logs.
+JSON_EXTRA_KEYS = ("request_id", "method", "tool", "duration_ms", "outcome", "session", "base", "user")
 # Libraries whose INFO lines are per-request noise; they speak at DEBUG only when we do.
 _CHATTY = ("httpx", "httpcore", "mcp", "sse_starlette", "uvicorn.access")
 # Loggers (and their children) that anyone who can reach the port can make write: rejected requests,
@@ -63,7 +72,42 @@ class SecretMaskingFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = self._redactor.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._redactor.redact(record.stack_info)
+        for key in JSON_EXTRA_KEYS:
+            value = getattr(record, key, None)
+            if value is not None and not isinstance(value, (bool, int, float)):
+                # Any other object is shipped as its text, so that text is what gets masked.
+                setattr(record, key, self._redactor.redact(value if isinstance(value, str) else str(value)))
         return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: `time` (UTC, ISO 8601 with milliseconds), `level`,
+    `logger`, `message`, then `exc_info` (the traceback) and the `JSON_EXTRA_KEYS` a record carries.
+
+    Formats what the filters left: with `SecretMaskingFilter` on the same handler, the message, the
+    traceback and the extras are already masked. Cyrillic is written as it is, not as \\u escapes.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exc_info"] = record.exc_text
+        if record.stack_info:
+            line["stack_info"] = record.stack_info
+        for key in JSON_EXTRA_KEYS:
+            value = getattr(record, key, None)
+            if value is not None:
+                line[key] = value
+        return json.dumps(line, ensure_ascii=False, default=str)
 
 
 @dataclasses.dataclass
@@ -118,16 +162,21 @@ class RateLimitFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str, *, secrets: Iterable[str] | Redactor = ()) -> None:
+def configure_logging(
+    level: str, *, secrets: Iterable[str] | Redactor = (), log_format: Literal["text", "json"] = "text"
+) -> None:
     """Send every log record to stderr in UTF-8, whatever the console's code page.
 
-    `secrets`: the values to mask (see `main._redactor`, which adds the 1C login's Basic token).
+    Args:
+        level: the root level (DEBUG, INFO, WARNING or ERROR).
+        secrets: the values to mask (see `main._redactor`, which adds the 1C login's Basic token).
+        log_format: `text` (`LOG_FORMAT` lines) or `json` (one `JsonFormatter` object per line).
     """
     stream = sys.stderr
     if hasattr(stream, "reconfigure"):
         stream.reconfigure(encoding="utf-8", errors="backslashreplace")
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(LOG_FORMAT))
     # Rate limiting first: it keys on the unformatted message, which masking may replace.
     handler.addFilter(RateLimitFilter())
     handler.addFilter(SecretMaskingFilter(secrets))
