@@ -116,3 +116,11 @@ def test_a_public_path_under_a_root_path_is_public() -> None:
     client, _ = guarded(root_path="/proxy", auth_token=TOKEN)
     assert client.get("/proxy/health").status_code == 200
     assert client.get("/proxy/mcp").status_code == 401
+
+
+def test_a_page_the_proxy_served_may_call_it_from_an_allowed_host() -> None:
+    client, _ = guarded(allowed_hosts=["proxy.corp"])
+    same = client.post("/mcp", headers={"Host": "proxy.corp:8000", "Origin": "http://proxy.corp:8000"})
+    other = client.post("/mcp", headers={"Host": "proxy.corp:8000", "Origin": "http://evil.example:8000"})
+    rebinding = client.post("/mcp", headers={"Host": "evil.example:8000", "Origin": "http://evil.example:8000"})
+    assert (same.status_code, other.status_code, rebinding.status_code) == (200, 403, 421)

@@ -173,11 +173,13 @@ class RequestGuard:
             logger.debug("rejected Host %r", host[:200])
             return PlainTextResponse("Invalid Host header", status_code=421)
         origin = headers.get("origin")
-        if origin is not None and not self._origin_allowed(origin.rstrip("/")):
+        if origin is not None and not self._origin_allowed(origin.rstrip("/"), host):
             logger.warning("rejected a request from an Origin that is not allowed (allow it with MCP_ALLOWED_ORIGINS)")
             logger.debug("rejected Origin %r", origin[:200])
             return PlainTextResponse("Invalid Origin header", status_code=403)
         return None
 
-    def _origin_allowed(self, origin: str) -> bool:
-        return ANY in self.origins or origin in self.origins
+    def _origin_allowed(self, origin: str, host: str) -> bool:
+        # Same origin: the page the proxy served itself (the ops page), at a Host already allowed.
+        same_origin = origin.partition("://")[2] == host and origin.partition("://")[0] in ("http", "https")
+        return same_origin or ANY in self.origins or origin in self.origins

@@ -51,6 +51,7 @@ from .http_security import BASES_PREFIX, METADATA_PATH, RequestGuard, is_authent
 from .identity.http_auth import Authenticator
 from .identity.oauth import JWTVerifier
 from .mcp_server import MCPProxy
+from .ops_page import page_response, wants_html
 
 __all__ = ["CORS_HEADERS", "create_app", "uvicorn_options"]
 
@@ -350,8 +351,10 @@ def create_app(proxy: MCPProxy, *, verifier: JWTVerifier | None = None) -> FastA
     def may_see_detail(request: Request) -> bool:
         return not authenticator.required or is_authenticated(request.scope)
 
-    @app.get("/")
-    async def index(request: Request) -> dict[str, Any]:
+    @app.get("/", response_model=None)
+    async def index(request: Request) -> dict[str, Any] | Response:
+        if wants_html(request):  # a browser: the ops page (see ops_page)
+            return page_response()
         info: dict[str, Any] = {
             "name": settings.server_name,
             "version": __version__,
