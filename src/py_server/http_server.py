@@ -1,6 +1,7 @@
 """The HTTP front-end: a FastAPI app over the shared proxy core.
 
-GET  /               name, version, endpoints (never the 1C URL or credentials without the token)
+GET  /               name, version, endpoints as JSON (never the 1C URL without the token); a browser
+                     (Accept prefers text/html) gets the ops page
 GET  /health         readiness: 200 / 503 with a one-line reason; the detail with the token
 GET  /health/live    200 while the process serves (no 1C call)
 GET  /health/ready   200 when 1C answers, 503 otherwise
