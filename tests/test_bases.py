@@ -319,3 +319,14 @@ def test_two_bases_whose_prefixed_names_could_collide_are_refused(tmp_path: Path
 def test_a_password_in_a_malformed_url_is_never_shown(tmp_path: Path, url: str) -> None:
     message = config_error(tmp_path, f'[bases.erp]\nurl = "{url}"\n')
     assert "S3cret" not in message and "credentials" in message
+
+
+def test_a_refusal_by_a_bases_own_rule_names_the_bases_file(tmp_path: Path) -> None:
+    from py_server.wiring import build_policies
+
+    text = '[bases.erp]\nurl = "http://a/erp"\ntools_deny = ["post_*"]\n[bases.zup]\nurl = "http://a/zup"\n'
+    erp, zup = load(tmp_path, text, tools_deny=["drop_*"])
+    erp_denial = build_policies(erp.settings, erp.policy_labels).default.check("tools", "post_document")
+    zup_denial = build_policies(zup.settings, zup.policy_labels).default.check("tools", "drop_all")
+    assert erp_denial is not None and erp_denial.setting.endswith("[bases.erp] tools_deny")
+    assert zup_denial is not None and zup_denial.setting == "MCP_TOOLS_DENY"  # the global default applies

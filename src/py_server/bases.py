@@ -35,7 +35,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ DEFAULT_BASE = "default"
 MAX_BASES = 50  # each base holds its own connection pool and catalog; more is a mistake, not a plan
 NAME_LENGTH = 20
 # A base's key → the Settings field it sets; `password_env` is read, then set as onec_password.
+POLICY_KEYS = frozenset({*LIST_KEYS, "read_only"})  # named as the bases file's keys in refusals
 FIELDS = {
     "url": "onec_url",
     "username": "onec_username",
@@ -82,6 +83,8 @@ class BaseConfig:
 
     name: str
     settings: Settings
+    # The policy settings this base sets itself -> where, so a refusal names the bases file's key.
+    policy_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def validate_base_name(name: str, separator: str) -> None:
@@ -111,7 +114,11 @@ def load_bases(settings: Settings, *, environ: Mapping[str, str] | None = None) 
     _refuse_ambiguous_prefixes(path, list(tables), settings.base_separator)
     passwords = _Passwords(os.environ if environ is None else environ, settings.env_file)
     bases = tuple(
-        BaseConfig(name, _base_settings(settings, table, _fail_in(path, name), passwords))
+        BaseConfig(
+            name,
+            _base_settings(settings, table, _fail_in(path, name), passwords),
+            {key: f"{SETTING} [bases.{name}] {key}" for key in table if key in POLICY_KEYS},
+        )
         for name, table in tables.items()
     )
     unused = [variable for field, variable in _SINGLE_BASE.items() if _is_set(getattr(settings, field))]

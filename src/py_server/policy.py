@@ -91,9 +91,15 @@ class Rules:
     read_only_setting: str = "MCP_READ_ONLY"  # where `read_only` was set, for its denials
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Rules:
-        """The global rules: MCP_TOOLS_ALLOW ... MCP_READ_ONLY_TOOLS."""
-        return cls._build(lambda key: Rule(f"MCP_{key.upper()}", tuple(getattr(settings, key))), settings.read_only)
+    def from_settings(cls, settings: Settings, labels: Mapping[str, str] | None = None) -> Rules:
+        """The rules of `settings`, each named by its setting (MCP_TOOLS_ALLOW ... MCP_READ_ONLY_TOOLS)
+        or by `labels` (setting field -> where it is written, e.g. a base's key in the bases file)."""
+        names = labels or {}
+
+        def rule(key: str) -> Rule:
+            return Rule(names.get(key, f"MCP_{key.upper()}"), tuple(getattr(settings, key)))
+
+        return cls._build(rule, settings.read_only, names.get("read_only", "MCP_READ_ONLY"))
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], where: str) -> Rules:

@@ -5,6 +5,8 @@ proxy = build_proxy(settings)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .bases import load_bases
 from .config import Settings, require_consistent_identity, require_onec_url
 from .errors import ConfigError
@@ -30,7 +32,8 @@ def build_proxy(settings: Settings, *, only_base: str | None = None) -> MCPProxy
     bases = []
     for base in configs:
         require_onec_url(base.settings)
-        bases.append(BaseSpec(base.name, base.settings, build_client(base.settings), build_policies(base.settings)))
+        policies = build_policies(base.settings, base.policy_labels)
+        bases.append(BaseSpec(base.name, base.settings, build_client(base.settings), policies))
     return MCPProxy(settings, extras=create_extras(settings), policies=build_policies(settings), bases=bases)
 
 
@@ -40,9 +43,10 @@ def build_client(settings: Settings) -> OneCClient:
     return OneCClient.from_settings(settings, total_slots=total)
 
 
-def build_policies(settings: Settings) -> PolicyResolver:
-    """The global policy for everybody, or with MCP_POLICY_FILE the rules of each user's groups on top."""
-    policy = Policy(Rules.from_settings(settings))
+def build_policies(settings: Settings, labels: Mapping[str, str] | None = None) -> PolicyResolver:
+    """The global policy for everybody, or with MCP_POLICY_FILE the rules of each user's groups on top.
+    `labels` name the rules a base sets itself in the bases file."""
+    policy = Policy(Rules.from_settings(settings, labels))
     if settings.policy_file is None:
         return SamePolicyForAll(policy)
     return GroupPolicies(policy, load_policy_file(settings.policy_file))
