@@ -124,3 +124,21 @@ def test_a_page_the_proxy_served_may_call_it_from_an_allowed_host() -> None:
     other = client.post("/mcp", headers={"Host": "proxy.corp:8000", "Origin": "http://evil.example:8000"})
     rebinding = client.post("/mcp", headers={"Host": "evil.example:8000", "Origin": "http://evil.example:8000"})
     assert (same.status_code, other.status_code, rebinding.status_code) == (200, 403, 421)
+
+
+@pytest.mark.parametrize(
+    ("resource", "endpoint", "announced"),
+    [
+        ("https://proxy.corp/mcp", "/mcp", "https://proxy.corp/mcp"),
+        ("https://proxy.corp/mcp", "", "https://proxy.corp/mcp"),
+        ("https://proxy.corp/mcp", "/bases/erp/mcp", "https://proxy.corp/bases/erp/mcp"),
+        ("https://proxy.corp/onec/mcp", "/sse", "https://proxy.corp/onec/sse"),
+    ],
+)
+def test_a_fixed_resource_url_is_announced_for_each_endpoint_at_its_origin(
+    resource: str, endpoint: str, announced: str
+) -> None:
+    from py_server.http_security import resource_url
+
+    settings = Settings(_env_file=None, oauth_resource=resource)  # type: ignore[call-arg]
+    assert resource_url(settings, {"type": "http", "headers": []}, endpoint) == announced

@@ -107,9 +107,19 @@ def endpoint_of(path: str) -> str:
 
 
 def resource_url(settings: Settings, scope: Scope, endpoint: str) -> str:
-    """This server's resource URL (RFC 8707/9728) for `endpoint`: MCP_OAUTH_RESOURCE, else as requested."""
+    """This server's resource URL (RFC 8707/9728) for `endpoint`: MCP_OAUTH_RESOURCE, else as requested.
+
+    MCP_OAUTH_RESOURCE names the /mcp endpoint as clients reach it (behind a reverse proxy); another
+    endpoint (a base's, /sse) is announced at the same origin, since a client accepts metadata only
+    for a resource its own URL falls under."""
     if settings.oauth_resource:
-        return settings.oauth_resource
+        resource = settings.oauth_resource.rstrip("/")
+        if endpoint in ("", "/mcp"):
+            return resource
+        scheme, _, rest = resource.partition("://")
+        host, _, path = rest.partition("/")
+        mount = ("/" + path).removesuffix("/mcp") if path else ""  # a reverse proxy's path prefix, if any
+        return f"{scheme}://{host}{mount}{endpoint}"
     headers = Headers(scope=scope)
     host = headers.get("host") or "localhost"
     return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{endpoint}"
