@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -114,3 +115,20 @@ async def mcp_session(
         )
         await session.initialize()
         yield session
+
+
+@contextlib.contextmanager
+def background_process(args: list[str], log: Path, **options: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """A subprocess writing stdout and stderr to `log`, stopped (terminate, then kill) on exit."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, **options)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

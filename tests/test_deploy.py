@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from py_server.config import ENV_NAMES, load_settings, require_safe_exposure
+
+from .conftest import background_process
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -250,22 +251,6 @@ def image_environment(extra: dict[str, str]) -> dict[str, str]:
     return {**env, "PYTHONIOENCODING": "utf-8", **extra}
 
 
-@contextlib.contextmanager
-def container_process(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def run_healthcheck(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
 
@@ -280,7 +265,7 @@ def test_image_command_serves_with_the_compose_environment(
     argv = [*image.entrypoint, *compose["services"]["proxy"]["command"], "--port", str(port)]
     log = tmp_path / "proxy.log"
     base = f"http://127.0.0.1:{port}"
-    with container_process(argv, env, log, tmp_path) as process:
+    with background_process(argv, log, env=env, cwd=tmp_path) as process:
         deadline = time.monotonic() + START_TIMEOUT
         while True:  # bounded readiness poll
             assert process.poll() is None, f"{argv} exited with {process.returncode}:\n{log.read_text()}"

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -30,6 +29,8 @@ from mcp.shared.exceptions import MCPError
 
 from py_server.config import ENV_NAMES
 from py_server.demo.onec_emulator import OneCEmulator
+
+from .conftest import background_process
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 NGINX = shutil.which("nginx") or next((path for path in ("/usr/sbin/nginx",) if os.access(path, os.X_OK)), None)
@@ -68,23 +69,6 @@ def wait_until_live(url: str, process: subprocess.Popen[bytes], log: Path) -> No
                 return
         time.sleep(0.05)
     pytest.fail(f"{url} did not answer 200 within {START_TIMEOUT} s:\n{log.read_text(errors='replace')}")
-
-
-@contextlib.contextmanager
-def running(args: list[str], log: Path, **options: object) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess writing to `log`, stopped (terminate, then kill) on exit."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, **options)  # type: ignore[call-overload]
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def nginx_config(prefix: Path, listen: int, replicas: list[int]) -> str:
@@ -174,7 +158,7 @@ def test_two_replicas_behind_nginx_survive_one_killed(tmp_path: Path) -> None:
             }
             args = [sys.executable, "-m", "py_server", "http", "--port", str(port)]
             log = tmp_path / f"replica{index}.log"
-            replicas.append((stack.enter_context(running(args, log, env=replica_env, cwd=tmp_path)), log))
+            replicas.append((stack.enter_context(background_process(args, log, env=replica_env, cwd=tmp_path)), log))
         for port, (process, log) in zip(ports, replicas, strict=True):
             wait_until_live(f"http://127.0.0.1:{port}/health/live", process, log)
 
@@ -183,7 +167,7 @@ def test_two_replicas_behind_nginx_survive_one_killed(tmp_path: Path) -> None:
         # In the foreground, its pid file in the prefix; the config has the error log there too.
         nginx_args = [NGINX, "-p", str(prefix), "-c", str(conf), "-g", f"daemon off; pid {prefix}/nginx.pid;"]
         nginx_log = tmp_path / "nginx.out"
-        nginx = stack.enter_context(running(nginx_args, nginx_log))
+        nginx = stack.enter_context(background_process(nginx_args, nginx_log))
         wait_until_live(f"http://127.0.0.1:{nginx_port}/health/live", nginx, nginx_log)
         # Legacy SSE: the stream and the client's POSTs must meet in one replica (sticky routing);
         # a POST that reached the other replica would be answered 404 (unknown session).

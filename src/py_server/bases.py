@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +45,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from .config import Settings
 from .errors import ConfigError
 from .policy import LIST_KEYS
-from .toml_check import describe, did_you_mean, group_key, shown
+from .toml_check import boolean, describe, did_you_mean, group_key, parse_toml, pattern_list, read_text, shown
 
 __all__ = ["DEFAULT_BASE", "MAX_BASES", "BaseConfig", "load_bases", "validate_base_name"]
 
@@ -149,23 +148,12 @@ def _read(path: Path, separator: str) -> dict[str, dict[str, Any]]:
     def fail(message: str) -> ConfigError:
         return ConfigError(f"{SETTING} {path}: {message}")
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise fail(f"cannot read it ({exc.strerror or exc})") from exc
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise fail(f"not UTF-8 (byte {exc.start}); save it as UTF-8") from exc
-    if not text.strip():
-        raise fail("the file is empty; it needs a [bases.NAME] table with a url for each 1C base")
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        hint = ""
-        if "key" in str(exc) and not text.isascii():  # likely [bases.Бухгалтерия]
-            hint = "; a base name is ASCII letters, digits, _ and -: [bases.buh]"
-        raise fail(f"not valid TOML: {exc}{hint}") from exc
+    document = parse_toml(
+        read_text(path, fail),
+        fail,
+        empty="it needs a [bases.NAME] table with a url for each 1C base",
+        non_ascii_hint="a base name is ASCII letters, digits, _ and -: [bases.buh]",
+    )
 
     for key, value in document.items():
         if key != "bases":
@@ -251,22 +239,8 @@ def _checked(key: str, value: Any, fail: Callable[[str], ConfigError]) -> Any:
             raise fail(f"max_concurrency must be a whole number from 1 to 256, not {shown(value)}")
         return value
     if key == "read_only":
-        if not isinstance(value, bool):
-            raise fail(f"read_only must be true or false, not {shown(value)}")
-        return value
-    # A list of glob patterns, as in MCP_POLICY_FILE.
-    if isinstance(value, str):
-        # An environment-style list would become one pattern that matches nothing: say so.
-        if "," in value:
-            items = ", ".join(json.dumps(item.strip(), ensure_ascii=False) for item in value.split(","))
-            raise fail(f"{key} is one string with commas; write a list: {key} = [{items}]")
-        value = [value]
-    if not isinstance(value, list):
-        raise fail(f"{key} must be a list of glob patterns, not {describe(value)}")
-    for index, pattern in enumerate(value):
-        if not isinstance(pattern, str) or not pattern:
-            raise fail(f"{key}[{index}] must be a glob pattern (a non-empty string), not {shown(pattern)}")
-    return value
+        return boolean(key, value, fail)
+    return pattern_list(key, value, fail)  # as in MCP_POLICY_FILE
 
 
 class _Passwords:

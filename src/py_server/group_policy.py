@@ -23,7 +23,6 @@ listed group gets the global policy alone (`default = "allow"`), or is refused (
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,7 +35,7 @@ from .callers import Caller
 from .errors import ConfigError
 from .policy import LIST_KEYS, BasePolicy, Denial, Kind, Policy, Rules
 from .redaction import clip
-from .toml_check import describe, did_you_mean, group_key, shown
+from .toml_check import boolean, describe, did_you_mean, group_key, parse_toml, pattern_list, read_text, shown
 
 __all__ = ["GroupPolicies", "GroupPolicy", "PolicyFile", "load_policy_file", "parse_policy_file"]
 
@@ -88,15 +87,7 @@ def load_policy_file(path: Path) -> PolicyFile:
     Raises:
         ConfigError: one line naming the file and, when it is about one, the group and the key.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{SETTING} {path}: cannot read it ({exc.strerror or exc})") from exc
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{SETTING} {path}: not UTF-8 (byte {exc.start}); save it as UTF-8") from exc
-    return parse_policy_file(text, path)
+    return parse_policy_file(read_text(path, lambda message: ConfigError(f"{SETTING} {path}: {message}")), path)
 
 
 def parse_policy_file(text: str, path: Path) -> PolicyFile:
@@ -109,15 +100,12 @@ def parse_policy_file(text: str, path: Path) -> PolicyFile:
     def fail(message: str) -> ConfigError:
         return ConfigError(f"{SETTING} {path}: {message}")
 
-    if not text.strip():
-        raise fail("the file is empty; it needs a [groups.NAME] table for each group of users")
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        hint = ""
-        if "key" in str(exc) and not text.isascii():  # likely [groups.Бухгалтерия]: TOML wants quotes
-            hint = '; a name beyond A-Z, 0-9, _ and - needs quotes: [groups."Бухгалтерия"]'
-        raise fail(f"not valid TOML: {exc}{hint}") from exc
+    document = parse_toml(
+        text,
+        fail,
+        empty="it needs a [groups.NAME] table for each group of users",
+        non_ascii_hint='a name beyond A-Z, 0-9, _ and - needs quotes: [groups."Бухгалтерия"]',
+    )
 
     for key, value in document.items():
         if key not in TOP_KEYS:
@@ -158,23 +146,7 @@ def _checked_group(table: dict[str, Any], where: str, fail_file: Callable[[str],
     for key, value in table.items():
         if key not in GROUP_KEYS:
             raise fail(f"unknown key {key!r}{did_you_mean(key, GROUP_KEYS)}; the keys are {', '.join(GROUP_KEYS)}")
-        if key == "read_only":
-            if not isinstance(value, bool):
-                raise fail(f"read_only must be true or false, not {shown(value)}")
-            checked[key] = value
-            continue
-        if isinstance(value, str):
-            # An environment-style list would become one pattern that matches nothing: say so.
-            if "," in value:
-                items = ", ".join(json.dumps(item.strip(), ensure_ascii=False) for item in value.split(","))
-                raise fail(f"{key} is one string with commas; write a list: {key} = [{items}]")
-            value = [value]
-        if not isinstance(value, list):
-            raise fail(f"{key} must be a list of glob patterns, not {describe(value)}")
-        for index, pattern in enumerate(value):
-            if not isinstance(pattern, str) or not pattern:
-                raise fail(f"{key}[{index}] must be a glob pattern (a non-empty string), not {shown(pattern)}")
-        checked[key] = value
+        checked[key] = boolean(key, value, fail) if key == "read_only" else pattern_list(key, value, fail)
     return checked
 
 

@@ -286,6 +286,10 @@ class MCPProxy:
         name = getattr(params, "name", None) or getattr(params, "uri", None)
         base, tool = self._labels(view, method, name)
         self.metrics.request(method, tool=tool, base=base, outcome=outcome, seconds=seconds, user=caller.name)
+        # One line per request for log shippers (MCP_LOG_FORMAT=json); at DEBUG for people reading text.
+        level = logging.INFO if self.settings.log_format == "json" else logging.DEBUG
+        if not logger.isEnabledFor(level):  # the hot path builds nothing for a line nobody reads
+            return
         extra = {
             "request_id": str(getattr(ctx, "request_id", "")),
             "method": method,
@@ -296,8 +300,6 @@ class MCPProxy:
             "base": base,
             "user": caller.name,
         }
-        # One line per request for log shippers (MCP_LOG_FORMAT=json); at DEBUG for people reading text.
-        level = logging.INFO if self.settings.log_format == "json" else logging.DEBUG
         logger.log(level, "%s %s%s: %s in %.1f ms", caller.transport, method, f" {tool}" if tool else "", outcome,
                    seconds * 1000, extra=extra)  # fmt: skip
 

@@ -1,7 +1,11 @@
-"""Words for one-line errors about TOML settings files (the policy file, the bases file).
+"""Reading the TOML settings files (the policy file, the bases file), with one-line errors.
 
-raise ConfigError(f"... unknown key {key!r}{did_you_mean(key, KEYS)}")
-raise ConfigError(f"... must be a list, not {describe(value)} (got {shown(value)})")
+    text = read_text(path, fail)                          # UTF-8, a BOM accepted
+    document = parse_toml(text, fail, empty="...", non_ascii_hint="...")
+    patterns = pattern_list("tools_deny", value, fail)    # a list of globs; one string is one pattern
+    raise fail(f"unknown key {key!r}{did_you_mean(key, KEYS)}")
+
+`fail(message)` makes the ConfigError that names the file (and the table) the message is about.
 """
 
 from __future__ import annotations
@@ -9,12 +13,18 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
 
+from .errors import ConfigError
 from .redaction import clip
 
-__all__ = ["describe", "did_you_mean", "group_key", "shown"]
+__all__ = ["boolean", "describe", "did_you_mean", "group_key", "parse_toml", "pattern_list", "read_text", "shown"]
+
+Fail = Callable[[str], ConfigError]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -53,3 +63,49 @@ def shown(value: object) -> str:
     if isinstance(value, str | int | float):
         return clip(json.dumps(value, ensure_ascii=False), 60)
     return describe(value)
+
+
+def read_text(path: Path, fail: Fail) -> str:
+    """The file's text: UTF-8, a BOM accepted."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read it ({exc.strerror or exc})") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 (byte {exc.start}); save it as UTF-8") from exc
+
+
+def parse_toml(text: str, fail: Fail, *, empty: str, non_ascii_hint: str) -> dict[str, Any]:
+    """The TOML document; `empty` says what an empty file needs, `non_ascii_hint` how to write a
+    table name beyond ASCII (the usual cause of a key error in a Russian file)."""
+    if not text.strip():
+        raise fail(f"the file is empty; {empty}")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        hint = f"; {non_ascii_hint}" if "key" in str(exc) and not text.isascii() else ""
+        raise fail(f"not valid TOML: {exc}{hint}") from exc
+
+
+def boolean(key: str, value: object, fail: Fail) -> bool:
+    if not isinstance(value, bool):
+        raise fail(f"{key} must be true or false, not {shown(value)}")
+    return value
+
+
+def pattern_list(key: str, value: object, fail: Fail) -> list[str]:
+    """A list of glob patterns; a single string is one pattern."""
+    if isinstance(value, str):
+        # An environment-style list would become one pattern that matches nothing: say so.
+        if "," in value:
+            items = ", ".join(json.dumps(item.strip(), ensure_ascii=False) for item in value.split(","))
+            raise fail(f"{key} is one string with commas; write a list: {key} = [{items}]")
+        value = [value]
+    if not isinstance(value, list):
+        raise fail(f"{key} must be a list of glob patterns, not {describe(value)}")
+    for index, pattern in enumerate(value):
+        if not isinstance(pattern, str) or not pattern:
+            raise fail(f"{key}[{index}] must be a glob pattern (a non-empty string), not {shown(pattern)}")
+    return value
