@@ -443,3 +443,81 @@ async def test_the_sdks_oauth_client_discovers_signs_in_and_lists_tools(emulator
             tools = {tool.name for tool in (await session.list_tools()).tools}
     assert "post_document" in tools
     assert redirects  # the client went through the sign-in
+
+
+# --- sessions stay with their owner, whatever the transport and sign-in ----------------------
+
+
+def test_an_sse_session_is_bound_to_the_login_that_opened_it(passthrough: str) -> None:
+    accountant = onec_login("accountant", "accountant")
+    with httpx.stream("GET", f"{passthrough}/sse", headers=accountant) as stream:
+        lines = stream.iter_lines()
+        endpoint = next(line for line in lines if line.startswith("data:")).removeprefix("data:").strip()
+        own = httpx.post(f"{passthrough}{endpoint}", json=INITIALIZE, headers=accountant)
+        other = httpx.post(
+            f"{passthrough}{endpoint}", json=INITIALIZE, headers=onec_login("storekeeper", "storekeeper")
+        )
+    assert own.status_code == 202
+    assert other.status_code == 404
+
+
+def test_an_oauth_session_is_bound_to_the_user_who_opened_it(
+    emulator: OneCEmulator, idp: IdentityProvider, tmp_path: Path
+) -> None:
+    with oauth_proxy(emulator, idp, tmp_path) as url:
+        claims: dict[str, Any] = {"audience": audience(url), "groups": ["accountants"], "scopes": ["mcp"]}
+        petrova = {**MCP_HEADERS, **bearer(idp.issue("u-1", preferred_username="petrova", **claims))}
+        sidorov = {**MCP_HEADERS, **bearer(idp.issue("u-2", preferred_username="sidorov", **claims))}
+        opened = httpx.post(f"{url}/mcp", json=INITIALIZE, headers=petrova)
+        session = {"Mcp-Session-Id": opened.headers["mcp-session-id"]}
+        own = httpx.post(f"{url}/mcp", json=PING, headers={**petrova, **session})
+        other = httpx.post(f"{url}/mcp", json=PING, headers={**sidorov, **session})
+    assert own.status_code == 200
+    assert other.status_code == 404
+
+
+def test_an_hmac_token_keyed_with_the_issuers_public_key_is_refused(
+    emulator: OneCEmulator, idp: IdentityProvider, tmp_path: Path
+) -> None:
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import serialization
+    from jwt.algorithms import RSAAlgorithm
+
+    with oauth_proxy(emulator, idp, tmp_path) as url:
+        jwk = httpx.get(f"{idp.issuer}/jwks").json()["keys"][0]  # what anybody can read
+        public_pem = RSAAlgorithm.from_jwk(json.dumps(jwk)).public_bytes(  # type: ignore[union-attr]
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        now = int(time.time())
+        claims = {"iss": idp.issuer, "aud": audience(url), "sub": "u-1", "exp": now + 300, "scope": "mcp"}
+
+        def part(value: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+        signing_input = f"{part({'alg': 'HS256', 'typ': 'JWT', 'kid': idp.current_kid})}.{part(claims)}"
+        signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+        forged = f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+        answer = httpx.post(f"{url}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, **bearer(forged)})
+    assert answer.status_code == 401
+    assert "shared-secret" in answer.json()["error_description"]
+
+
+def test_a_host_header_cannot_smuggle_another_host_into_the_challenge(
+    emulator: OneCEmulator, idp: IdentityProvider, tmp_path: Path
+) -> None:
+    with oauth_proxy(emulator, idp, tmp_path, allowed_hosts=["*"]) as url:
+        port = url.rsplit(":", 1)[1]
+        answers = [
+            httpx.post(f"{url}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, "Host": host})
+            for host in (f"127.0.0.1:{port}@evil.example", f'127.0.0.1:{port}"x, error="y')
+        ]
+    assert [answer.status_code for answer in answers] == [421, 421]
+
+
+def test_the_same_wrong_password_reaches_1c_once_in_a_while(emulator: OneCEmulator, passthrough: str) -> None:
+    wrong = {**MCP_HEADERS, **onec_login("accountant", "guess")}
+    answers = [httpx.post(f"{passthrough}/mcp", json=INITIALIZE, headers=wrong).status_code for _ in range(5)]
+    assert answers == [401] * 5
+    assert emulator.state.calls["HTTP 401"] == 1
