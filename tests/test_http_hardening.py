@@ -244,7 +244,10 @@ def _open_session(client: httpx.Client, url: str) -> dict[str, str]:
     return session
 
 
-def _sse_json(response: httpx.Response) -> dict:
+def _reply(response: httpx.Response) -> dict:
+    """The JSON-RPC answer of a POST to /mcp: one JSON body, or the `data:` of an SSE stream."""
+    if response.headers["content-type"].startswith("application/json"):
+        return response.json()
     data = next(line for line in response.text.splitlines() if line.startswith("data: "))
     return json.loads(data.removeprefix("data: "))
 
@@ -254,7 +257,7 @@ def test_nan_in_tool_arguments_gets_a_readable_invalid_params_error(emulator: On
         session = _open_session(client, server.url)
         body = '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"query_sales","arguments":{"x":NaN}}}'
         headers = {**session, "Content-Type": "application/json"}
-        reply = _sse_json(client.post(f"{server.url}/mcp", content=body, headers=headers))
+        reply = _reply(client.post(f"{server.url}/mcp", content=body, headers=headers))
     assert reply["error"]["code"] == -32602
     assert "NaN and Infinity are not JSON numbers" in reply["error"]["message"]
     assert emulator.state.calls["tools/call"] == 0
@@ -265,7 +268,7 @@ def test_a_huge_tool_name_is_clipped_in_the_error(emulator: OneCEmulator) -> Non
         session = _open_session(client, server.url)
         call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "x" * 3_000_000}}
         response = client.post(f"{server.url}/mcp", json=call, headers=session)
-    message = _sse_json(response)["error"]["message"]
+    message = _reply(response)["error"]["message"]
     assert message.startswith("Unknown tool: 'xxx")
     assert len(message) < 400
 

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     onec_service_root: str = "mcp"
     onec_rpc_path: str = "rpc"
     onec_timeout: float = Field(120.0, gt=0)
+    # A client that sent a progress token hears from a long 1C call this often (seconds).
+    progress_interval: float = Field(10.0, ge=1)
     onec_connect_timeout: float = Field(10.0, gt=0)
     onec_max_concurrency: int = Field(4, ge=1, le=256)
     # Seconds a call may wait for one of the MCP_ONEC_MAX_CONCURRENCY slots before "1C is busy".

@@ -48,6 +48,14 @@ from . import __version__
 from .config import Settings
 from .health import Health
 from .http_connections import head_timeout_protocol
+from .http_replies import (
+    KEEP_ALIVE_COMMENT,
+    AdaptiveSessionManager,
+    LateAnswerStream,
+    answering_in_one_body,
+    asks_for_progress,
+    read_body,
+)
 from .http_security import BASES_PREFIX, METADATA_PATH, RequestGuard, is_authenticated, resource_url
 from .identity.http_auth import Authenticator
 from .identity.oauth import JWTVerifier
@@ -66,7 +74,6 @@ CORS_HEADERS = [
     "Last-Event-ID",
 ]
 MIB = 1024 * 1024
-KEEP_ALIVE_COMMENT = b": ping\r\n\r\n"
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -218,19 +225,41 @@ class _KeepAliveSend:
 
 
 class _StreamableHTTPEndpoint:
-    """/mcp: the SDK's session manager, behind the shared session cap.
+    """/mcp: the SDK's session manager, behind the shared session cap, answering each POST in one
+    JSON body unless it asks for progress (see `http_replies`).
 
     A request that would open something long-lived (a 2025 session, a 2026 listen stream) is
     refused with 503 when the cap is reached; the manager enforces its own count besides.
     """
 
-    def __init__(self, proxy: MCPProxy, manager: StreamableHTTPSessionManager) -> None:
+    def __init__(self, proxy: MCPProxy, manager: StreamableHTTPSessionManager, max_body: int) -> None:
         self._proxy = proxy
         self._manager = manager
+        self._max_body = max_body
+        self._ping_interval = proxy.settings.sse_ping_interval
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await self._manager.handle_request(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        opens = self._opens(headers)
+        body, receive = await read_body(receive, self._max_body)
+        one_body = opens != "listen" and not asks_for_progress(body)
+        with answering_in_one_body(one_body):
+            if one_body and opens is None and "text/event-stream" in headers.get("accept", ""):
+                stream_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+                if "mcp-session-id" in headers:
+                    stream_headers.append((b"mcp-session-id", headers["mcp-session-id"].encode("latin-1")))
+                async with LateAnswerStream(send, after=self._ping_interval, headers=stream_headers) as late_send:
+                    await self._admit(opens, scope, receive, late_send)
+            else:
+                await self._admit(opens, scope, receive, send)
+
+    async def _admit(
+        self, opens: Literal["session", "listen"] | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         gate = self._proxy.sessions
-        opens = self._opens(Headers(scope=scope)) if scope["method"] == "POST" else None
         if opens is None:
             await self._manager.handle_request(scope, receive, send)
         elif opens == "listen":  # counted by the listen handler itself, for as long as it streams
@@ -293,7 +322,7 @@ class _MCPEndpoints:
         max_body = int(settings.max_request_mb * MIB)
         self.prefix = prefix
         self.transport = SseServerTransport(f"{prefix}/messages/", max_request_body_size=max_body)
-        self.manager = StreamableHTTPSessionManager(
+        self.manager = AdaptiveSessionManager(
             app=server,
             # Stateless: every request gets a fresh transport, so any replica can answer it (the
             # SDK refuses an idle timeout in this mode: there are no sessions to time out).
@@ -303,7 +332,7 @@ class _MCPEndpoints:
             max_request_body_size=max_body,
         )
         self.sse = _SSEEndpoint(proxy, self.transport, server)
-        self.mcp = _StreamableHTTPEndpoint(proxy, self.manager)
+        self.mcp = _StreamableHTTPEndpoint(proxy, self.manager, max_body)
 
     def routes(self) -> list[BaseRoute]:
         return [

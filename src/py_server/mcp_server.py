@@ -50,6 +50,7 @@ from .notifier import ListChangeNotifier
 from .onec_client import OneCClient
 from .onec_mapping import to_call_result, to_prompt_result, to_read_result
 from .policy import Denial, Policy, PolicyResolver, Rules, SamePolicyForAll
+from .progress import reporting_progress
 from .redaction import clip
 from .routing import DEFAULT_BASE, RESOURCE_SCHEME, AllBasesView, Base, SingleBaseView, View
 from .sessions import SessionGate
@@ -398,7 +399,9 @@ class MCPProxy:
                     _enforce(record, "tools", name, base.policy_for(caller).check_tool(original, definition))
                     if not exists:
                         raise self._unknown(view, "tool", name)
-                    result = view.present_result(base, await self._run_tool(original, arguments, onec))
+                    async with reporting_progress(ctx, self.settings.progress_interval):
+                        outcome = await self._run_tool(original, arguments, onec)
+                    result = view.present_result(base, outcome)
             result = await self._masked(self.masker.mask_call_result, result)
             record.result(result)
             return result
