@@ -6,12 +6,18 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+from collections.abc import Iterator
 
 import anyio
 import httpx
 import pytest
 
+from py_server.config import Settings
+from py_server.demo.loopback import LoopbackServer
 from py_server.demo.onec_emulator import OneCEmulator
+from py_server.http_connections import head_timeout_protocol, httptools_available
+from py_server.http_server import create_app, uvicorn_options
+from py_server.wiring import build_proxy
 
 from .conftest import http_proxy, proxy_settings
 
@@ -213,9 +219,26 @@ def test_a_request_body_over_the_cap_gets_413(emulator: OneCEmulator) -> None:
     assert response.status_code == 413
 
 
+PARSERS = [
+    "h11",
+    pytest.param(
+        "httptools",
+        marks=pytest.mark.skipif(not httptools_available(), reason="httptools is not installed (the `fast` extra)"),
+    ),
+]
+
+
+@contextlib.contextmanager
+def _proxy_with_parser(settings: Settings, parser: str) -> Iterator[LoopbackServer]:
+    options = {**uvicorn_options(settings), "http": head_timeout_protocol(settings.header_timeout, parser)}
+    with LoopbackServer(create_app(build_proxy(settings)), options=options) as server:
+        yield server
+
+
 @pytest.mark.anyio
-async def test_a_connection_that_never_finishes_its_request_head_is_closed(emulator: OneCEmulator) -> None:
-    with http_proxy(proxy_settings(emulator, header_timeout=0.3)) as server:
+@pytest.mark.parametrize("parser", PARSERS)
+async def test_a_connection_that_never_finishes_its_request_head_is_closed(emulator: OneCEmulator, parser: str) -> None:
+    with _proxy_with_parser(proxy_settings(emulator, header_timeout=0.3), parser) as server:
         slow = socket.create_connection(("127.0.0.1", server.port))
         slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
         slow.settimeout(8)
@@ -227,11 +250,33 @@ async def test_a_connection_that_never_finishes_its_request_head_is_closed(emula
     assert healthy.status_code == 200
 
 
-def test_a_slow_but_complete_request_is_served(emulator: OneCEmulator) -> None:
-    with http_proxy(proxy_settings(emulator, header_timeout=0.3)) as server:
-        response = httpx.get(f"{server.url}/health/live")
-        again = httpx.get(f"{server.url}/health/live")  # kept-alive connection, second head in time
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_slow_but_complete_request_is_served(emulator: OneCEmulator, parser: str) -> None:
+    with _proxy_with_parser(proxy_settings(emulator, header_timeout=0.3), parser) as server, httpx.Client() as client:
+        response = client.get(f"{server.url}/health/live")
+        again = client.get(f"{server.url}/health/live")  # kept-alive connection, second head in time
     assert (response.status_code, again.status_code) == (200, 200)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_kept_alive_connection_that_sends_no_second_head_is_closed(emulator: OneCEmulator, parser: str) -> None:
+    with _proxy_with_parser(proxy_settings(emulator, header_timeout=0.3), parser) as server:
+        idle = socket.create_connection(("127.0.0.1", server.port))
+        idle.sendall(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        idle.settimeout(8)
+        received = b""
+        while not received.endswith(b"}") or b"\r\n\r\n" not in received:
+            received += idle.recv(4096)
+        closed = idle.recv(1024)  # nothing more is sent: the proxy closes it after the head timeout
+        idle.close()
+    assert received.startswith(b"HTTP/1.1 200")
+    assert closed == b""
+
+
+def test_uvicorn_options_pick_httptools_where_it_is_installed() -> None:
+    protocol = uvicorn_options(Settings(_env_file=None))["http"]  # type: ignore[call-arg]
+    expected = "HeadTimeoutHttpToolsProtocol" if httptools_available() else "HeadTimeoutProtocol"
+    assert protocol.__name__ == expected
 
 
 # --- what a client sends is answered, clipped, never crashes -------------------------------

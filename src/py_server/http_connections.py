@@ -17,37 +17,41 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["head_timeout_protocol"]
+__all__ = ["head_timeout_protocol", "httptools_available"]
 
 logger = logging.getLogger(__name__)
 
 
-class HeadTimeoutProtocol(H11Protocol):
+def httptools_available() -> bool:
+    """Whether uvicorn can parse HTTP with httptools (the `fast` extra), which costs less per request than h11."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _HeadTimer:
+    """The timer, for either of uvicorn's HTTP protocols (mixed in before it)."""
+
     head_timeout: float = 10.0
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    _head_timer: asyncio.TimerHandle | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
-        super().connection_lost(exc)
-
-    def handle_events(self) -> None:
-        scope = self.scope
-        super().handle_events()
-        if self.scope is not scope:  # a request head arrived: the request may now take its time
-            self._cancel_head_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def on_response_complete(self) -> None:
         # A kept-alive connection owes the next head in time too. Armed first: the parent may read
-        # a pipelined head right away, and `handle_events` then cancels the timer again.
+        # a pipelined head right away, and the head's arrival then cancels the timer again.
         self._arm_head_timer()
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
@@ -65,6 +69,30 @@ class HeadTimeoutProtocol(H11Protocol):
             self.transport.close()
 
 
-def head_timeout_protocol(timeout: float) -> type[H11Protocol]:
-    """The h11 protocol class for uvicorn's `http=` option, with this head timeout."""
-    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout": timeout})
+class HeadTimeoutProtocol(_HeadTimer, H11Protocol):
+    def handle_events(self) -> None:
+        scope = self.scope
+        super().handle_events()
+        if self.scope is not scope:  # a request head arrived: the request may now take its time
+            self._cancel_head_timer()
+
+
+def _httptools_protocol() -> type[Any]:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeadTimeoutHttpToolsProtocol(_HeadTimer, HttpToolsProtocol):
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._cancel_head_timer()  # a request head arrived: the request may now take its time
+
+    return HeadTimeoutHttpToolsProtocol
+
+
+def head_timeout_protocol(timeout: float, parser: str = "auto") -> type[Any]:
+    """The protocol class for uvicorn's `http=` option, with this head timeout.
+
+    `parser` is "h11", "httptools", or "auto": httptools where it is installed, else h11.
+    """
+    use_httptools = parser == "httptools" or (parser == "auto" and httptools_available())
+    base = _httptools_protocol() if use_httptools else HeadTimeoutProtocol
+    return type(base.__name__, (base,), {"head_timeout": timeout})

@@ -214,6 +214,10 @@ class OneCClient:
         self._ids = itertools.count(1)
         self._ping_path: str | None = None
         self._closed = False
+        # What every exchange would otherwise rebuild from the client's settings (httpx merges the base
+        # URL, headers, cookies and timeout anew for each request: a large share of a call's CPU).
+        self._urls: dict[str, httpx.URL] = {}
+        self._call_timeout = httpx.Timeout(timeout, connect=http.timeout.connect).as_dict()
 
     @classmethod
     def from_settings(
@@ -665,15 +669,7 @@ class OneCClient:
         probe_timeout: float | None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> _Answer:
-        headers = _POST_HEADERS if content is not None else None
-        if extra_headers:
-            headers = {**(headers or {}), **extra_headers}
-        connect = self._http.timeout.connect
-        if probe_timeout is None:
-            timeout = httpx.Timeout(self._timeout, connect=connect)
-        else:
-            timeout = httpx.Timeout(probe_timeout, connect=min(connect or probe_timeout, probe_timeout))
-        request = self._http.build_request(verb, path, content=content, headers=headers, timeout=timeout)
+        request = self._request(verb, path, content, probe_timeout, extra_headers)
         started = time.perf_counter()
         response = await self._http.send(request, stream=True)  # the body is read below, within the cap
         try:
@@ -684,6 +680,33 @@ class OneCClient:
         status = response.status_code
         logger.debug("1C %s id=%s: HTTP %d, %d bytes, %.0f ms", what, rpc_id, status, len(body), elapsed_ms)
         return _Answer(status, response.headers, body)
+
+    def _request(
+        self,
+        verb: str,
+        path: str,
+        content: bytes | None,
+        probe_timeout: float | None,
+        extra_headers: Mapping[str, str] | None,
+    ) -> httpx.Request:
+        """The request `build_request` would make, from what was worked out once per path."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._http.build_request(verb, path).url
+        headers = self._http.headers.copy()
+        if content is not None:
+            headers.update(_POST_HEADERS)
+        if extra_headers:
+            headers.update(extra_headers)
+        if probe_timeout is None:
+            timeout = self._call_timeout
+        else:
+            connect = self._http.timeout.connect
+            timeout = httpx.Timeout(probe_timeout, connect=min(connect or probe_timeout, probe_timeout)).as_dict()
+        request = httpx.Request(verb, url, headers=headers, content=content, extensions={"timeout": timeout})
+        if self._http.cookies:  # 1C's session cookie, once it has set one
+            self._http.cookies.set_cookie_header(request)
+        return request
 
     async def _read_body(self, response: httpx.Response, what: str) -> bytes:
         """A 2xx body up to `max_response_bytes`, else OneCResponseTooLarge; of any other, the first KB."""
