@@ -8,9 +8,11 @@ import gzip
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
+import certifi
 import httpx
 import pytest
 import respx
@@ -37,6 +39,7 @@ from py_server.onec_client import (
     READ_ONLY_METHODS,
     Discovery,
     OneCClient,
+    _tls_context,
     create_http_client,
     strip_module_prefix,
 )
@@ -1285,3 +1288,12 @@ async def test_nan_or_infinity_in_arguments_is_an_invalid_request_and_nothing_is
         await client.call_tool("Расчёт", {"Сумма": number})
     assert str(caught.value) == "the arguments of tools/call are not valid JSON: NaN and Infinity are not JSON numbers"
     assert not route.called
+
+
+def test_every_client_shares_one_tls_context_per_ca_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    first, second = _tls_context(), _tls_context()
+    assert first is second  # loading the CA certificates once, not once per person's connection
+    bundle = tmp_path / "company-ca.pem"
+    bundle.write_text(Path(certifi.where()).read_text(encoding="ascii"), encoding="ascii")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    assert _tls_context() is not first  # another CA setting, another context

@@ -22,7 +22,9 @@ import html
 import itertools
 import json
 import logging
+import os
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -127,6 +129,19 @@ def strip_module_prefix(message: str) -> str:
     return _MODULE_PREFIX.sub("", message)
 
 
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every 1C client with the same CA settings: loading the CA certificates
+    costs 2-5 MB, which a context per person (passthrough) would pay again for each. trust_env=False on
+    the client would drop SSL_CERT_FILE / SSL_CERT_DIR, which a 1C with a company CA needs, so they
+    are read here."""
+    return _tls_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _tls_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    return httpx.create_ssl_context(trust_env=True)
+
+
 def create_http_client(
     settings: Settings, *, login: OneCLogin | None = None, max_concurrency: int | None = None
 ) -> httpx.AsyncClient:
@@ -155,8 +170,7 @@ def create_http_client(
         # would send the 1C login through a proxy. Only MCP_ONEC_HTTP_PROXY puts one in between.
         trust_env=False,
         proxy=settings.onec_http_proxy,
-        # trust_env=False would also drop SSL_CERT_FILE / SSL_CERT_DIR, which a 1C with a company CA needs.
-        verify=httpx.create_ssl_context(trust_env=True),
+        verify=_tls_context(),
     )
 
 
