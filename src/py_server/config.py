@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     onec_max_response_mb: float = Field(64.0, gt=0)
     # An explicit HTTP proxy for 1C; HTTP(S)_PROXY and the system proxy are ignored for 1C.
     onec_http_proxy: str | None = None
+    # A PEM file of the CA that signed an internal or self-signed HTTPS 1C publication.
+    onec_ca_bundle: Path | None = None
+    # false skips checking 1C's certificate (logged as a warning at every start).
+    onec_verify_tls: bool = True
     catalog_ttl: float = Field(60.0, ge=1)
 
     # --- identity: who reaches 1C as whom ---------------------------------------------------
