@@ -849,6 +849,22 @@ async def test_one_pooled_client_keeps_the_1c_session_cookie(onec: respx.MockRou
     assert route.calls[1].request.headers["Cookie"] == "ibsession=abc"
 
 
+async def test_a_new_session_cookie_from_1c_replaces_the_one_sent(onec: respx.MockRouter) -> None:
+    cookies = iter(["first", None, "second", None, None])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        cookie = next(cookies)
+        headers = {"Set-Cookie": f"ibsession={cookie}; Path=/base"} if cookie else {}
+        return httpx.Response(200, headers=headers, json={"jsonrpc": "2.0", "id": sent(request)["id"], "result": {}})
+
+    route = onec.post("rpc").mock(side_effect=answer)
+    async with OneCClient.from_settings(settings()) as onec_client:
+        for _ in range(5):
+            await onec_client.request("initialize")
+    sent_cookies = [call.request.headers.get("Cookie") for call in route.calls]
+    assert sent_cookies == [None, "ibsession=first", "ibsession=first", "ibsession=second", "ibsession=second"]
+
+
 # --- settings, factory and secrets --------------------------------------------------------
 
 

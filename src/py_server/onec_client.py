@@ -232,6 +232,9 @@ class OneCClient:
         # URL, headers, cookies and timeout anew for each request: a large share of a call's CPU).
         self._urls: dict[str, httpx.URL] = {}
         self._call_timeout = httpx.Timeout(timeout, connect=http.timeout.connect).as_dict()
+        # The Cookie header per path, worked out from the jar (the stdlib's cookie matching is slow) and
+        # forgotten whenever 1C sets a cookie or the jar is cleared.
+        self._cookie_headers: dict[str, str] = {}
 
     @classmethod
     def from_settings(
@@ -665,6 +668,7 @@ class OneCClient:
                 # 1C ended the session behind the cookie (SessionMaxAge, a restart, an admin). Without the
                 # cookie the next request starts a new session.
                 self._http.cookies.clear()
+                self._cookie_headers.clear()
                 if retry and not expired:
                     expired = True
                     logger.warning("1C session expired; dropped the session cookie and retried %s", what)
@@ -686,6 +690,8 @@ class OneCClient:
         request = self._request(verb, path, content, probe_timeout, extra_headers)
         started = time.perf_counter()
         response = await self._http.send(request, stream=True)  # the body is read below, within the cap
+        if "set-cookie" in response.headers:  # the client's jar took it: work the header out again
+            self._cookie_headers.clear()
         try:
             body = await self._read_body(response, what)
         finally:
@@ -717,10 +723,15 @@ class OneCClient:
         else:
             connect = self._http.timeout.connect
             timeout = httpx.Timeout(probe_timeout, connect=min(connect or probe_timeout, probe_timeout)).as_dict()
-        request = httpx.Request(verb, url, headers=headers, content=content, extensions={"timeout": timeout})
         if self._http.cookies:  # 1C's session cookie, once it has set one
-            self._http.cookies.set_cookie_header(request)
-        return request
+            cookie = self._cookie_headers.get(path)
+            if cookie is None:
+                probe = httpx.Request(verb, url)
+                self._http.cookies.set_cookie_header(probe)
+                cookie = self._cookie_headers[path] = probe.headers.get("Cookie", "")
+            if cookie:
+                headers["Cookie"] = cookie
+        return httpx.Request(verb, url, headers=headers, content=content, extensions={"timeout": timeout})
 
     async def _read_body(self, response: httpx.Response, what: str) -> bytes:
         """A 2xx body up to `max_response_bytes`, else OneCResponseTooLarge; of any other, the first KB."""
