@@ -5,8 +5,12 @@ from __future__ import annotations
 import anyio
 import httpx
 import pytest
+from starlette.responses import PlainTextResponse
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from py_server.demo.onec_emulator import OneCEmulator
+from py_server.http_server import _ProxyApp
 
 from .conftest import http_proxy, mcp_session, proxy_settings
 
@@ -151,3 +155,29 @@ async def test_idle_sse_stream_gets_keep_alive_pings(emulator: OneCEmulator) -> 
                         break
     assert lines[0] == "event: endpoint"
     assert lines[-1].startswith(": ping")
+
+
+def test_the_per_call_paths_skip_fastapis_layers_but_not_the_proxys_middleware() -> None:
+    seen: list[str] = []
+
+    class Recorder:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                seen.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    async def per_call(scope: Scope, receive: Receive, send: Send) -> None:
+        assert "router" not in scope  # FastAPI's router never saw it
+        await PlainTextResponse("straight")(scope, receive, send)
+
+    app = _ProxyApp(per_call={"/mcp": per_call})
+    app.add_api_route("/mcp", lambda: PlainTextResponse("through FastAPI", status_code=418), methods=["POST"])
+    app.add_api_route("/other", lambda: PlainTextResponse("other"), methods=["POST"])
+    app.add_middleware(Recorder)
+    with TestClient(app) as client:
+        assert client.post("/mcp").text == "straight"
+        assert client.post("/other").text == "other"
+    assert seen == ["/mcp", "/other"]

@@ -56,7 +56,7 @@ from .http_replies import (
     asks_for_progress,
     read_body,
 )
-from .http_security import BASES_PREFIX, METADATA_PATH, RequestGuard, is_authenticated, resource_url
+from .http_security import BASES_PREFIX, METADATA_PATH, RequestGuard, is_authenticated, resource_url, route_path
 from .identity.http_auth import Authenticator
 from .identity.oauth import JWTVerifier
 from .mcp_server import MCPProxy
@@ -333,14 +333,49 @@ class _MCPEndpoints:
         )
         self.sse = _SSEEndpoint(proxy, self.transport, server)
         self.mcp = _StreamableHTTPEndpoint(proxy, self.manager, max_body)
+        self.streamable = _FinishStreams(self.mcp)
 
     def routes(self) -> list[BaseRoute]:
         return [
             Route(f"{self.prefix}/sse", endpoint=_FinishStreams(self.sse), methods=["GET"]),
             Mount(f"{self.prefix}/messages/", app=self.transport.handle_post_message),
             # Route, not Mount: clients POST to exactly /mcp, with no redirect to /mcp/.
-            Route(f"{self.prefix}/mcp", endpoint=_FinishStreams(self.mcp)),
+            Route(f"{self.prefix}/mcp", endpoint=self.streamable),
         ]
+
+    def per_call_paths(self) -> dict[str, ASGIApp]:
+        """The paths every MCP call is posted to (a client's GET /sse is once per stream)."""
+        return {f"{self.prefix}/mcp": self.streamable, f"{self.prefix}/messages/": self.transport.handle_post_message}
+
+
+class _ProxyApp(FastAPI):
+    """FastAPI, with the paths every MCP call is posted to served straight behind the proxy's own
+    middleware (the guard, CORS), past FastAPI's error, exception and exit-stack layers and its
+    router: those endpoints answer their own errors, and the layers cost more per call than the
+    guard itself. Every other path, and any other spelling of these, goes through FastAPI as before.
+    """
+
+    def __init__(self, *, per_call: dict[str, ASGIApp], **options: Any) -> None:
+        super().__init__(**options)
+        self._per_call = per_call
+
+    def build_middleware_stack(self) -> ASGIApp:
+        everything = super().build_middleware_stack()
+        per_call: ASGIApp = self._dispatch_per_call
+        for cls, args, kwargs in reversed(self.user_middleware):  # as Starlette wraps its router
+            per_call = cls(per_call, *args, **kwargs)
+        calls = per_call
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and route_path(scope) in self._per_call:
+                await calls(scope, receive, send)
+            else:
+                await everything(scope, receive, send)
+
+        return app
+
+    async def _dispatch_per_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._per_call[route_path(scope)](scope, receive, send)
 
 
 def create_app(proxy: MCPProxy, *, verifier: JWTVerifier | None = None) -> FastAPI:
@@ -374,8 +409,15 @@ def create_app(proxy: MCPProxy, *, verifier: JWTVerifier | None = None) -> FastA
             if verifier is not None:
                 await verifier.aclose()
 
-    app = FastAPI(
-        title="onec-mcp-proxy", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    per_call = {path: app for endpoint in endpoints for path, app in endpoint.per_call_paths().items()}
+    app = _ProxyApp(
+        per_call=per_call,
+        title="onec-mcp-proxy",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
 
     def may_see_detail(request: Request) -> bool:
