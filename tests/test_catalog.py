@@ -27,7 +27,7 @@ from py_server.onec_client import Discovery, OneCClient
 pytestmark = pytest.mark.anyio
 
 TTL = 60.0
-METHODS = ("discover", "tools", "resources", "prompts")
+METHODS = ("discover", "tools", "resources", "templates", "prompts")
 
 
 def tool(name: str) -> dict[str, Any]:
@@ -40,6 +40,10 @@ def resource(name: str) -> dict[str, Any]:
 
 def prompt(name: str) -> dict[str, Any]:
     return {"name": name}
+
+
+def template(name: str) -> dict[str, Any]:
+    return {"uriTemplate": f"onec://{name}/{{id}}", "name": name}
 
 
 def method_not_found() -> OneCRpcError:
@@ -59,6 +63,7 @@ class FakeOneC:
             "tools": [tool("get_metadata")],
             "resources": [resource("catalog")],
             "prompts": [prompt("report")],
+            "templates": [],
         }
         self.failures: dict[str, OneCError] = {}
         self.hold: dict[str, asyncio.Event] = {}
@@ -88,6 +93,10 @@ class FakeOneC:
     async def list_prompts(self) -> list[dict[str, Any]]:
         await self._answer("prompts")
         return self.lists["prompts"]
+
+    async def list_resource_templates(self) -> list[dict[str, Any]]:
+        await self._answer("templates")
+        return self.lists["templates"]
 
 
 class FakeTime:
@@ -415,3 +424,129 @@ async def test_1c_coming_back_is_announced_even_with_the_same_lists() -> None:
     # Nothing changed in 1C, but clients saw it fail: they are told to look again.
     assert await catalog.refresh() == {"tools", "resources", "prompts"}
     assert await catalog.refresh() == set()  # and only once
+
+
+# --- resource templates ---------------------------------------------------------------------
+
+
+async def test_resource_templates_come_with_the_resources_and_their_change_is_a_resources_change() -> None:
+    onec = FakeOneC()
+    onec.lists["templates"] = [template("document")]
+    catalog = make_catalog(onec)
+    await catalog.refresh()
+    assert [t.uri_template for t in await catalog.templates()] == ["onec://document/{id}"]
+    onec.lists["templates"] = [template("document"), template("report")]
+    # Clients have no templates/list_changed: resources/list_changed is what makes them list again.
+    assert await catalog.refresh() == {"resources"}
+    assert names(await catalog.templates()) == ["document", "report"]
+    assert await catalog.refresh() == set()
+
+
+async def test_a_1c_without_templates_is_not_asked_again_until_it_is_discovered_again() -> None:
+    onec = FakeOneC()
+    onec.failures["templates"] = method_not_found()
+    catalog = make_catalog(onec)
+    for _ in range(3):
+        assert await catalog.refresh() in ({"tools", "resources", "prompts"}, set())
+    assert onec.calls["templates"] == 1  # remembered, not asked at every refresh
+    assert await catalog.templates() == []
+    assert catalog.status()["resource_templates"]["supported"] is False
+    # 1C goes away and comes back (a restart, an updated extension): it is asked again.
+    del onec.failures["templates"]
+    onec.lists["templates"] = [template("document")]
+    onec.failures["tools"] = OneCConnectionError("Cannot connect to 1C")
+    await catalog.refresh()
+    del onec.failures["tools"]
+    assert "resources" in await catalog.refresh()
+    assert onec.calls["templates"] == 2
+    assert names(await catalog.templates()) == ["document"]
+
+
+async def test_a_failing_templates_list_keeps_the_last_templates_and_the_resources_go_on() -> None:
+    onec = FakeOneC()
+    onec.lists["templates"] = [template("document")]
+    catalog = make_catalog(onec)
+    await catalog.refresh()
+    onec.failures["templates"] = OneCRpcError("1C returned error -32603: boom", code=-32603, detail="boom")
+    onec.lists["resources"] = [resource("new")]
+    assert await catalog.refresh() == {"resources"}
+    assert names(await catalog.items("resources")) == ["new"]
+    assert names(await catalog.templates()) == ["document"]
+    assert onec.calls["templates"] == 2  # not a -32601: asked again at the next refresh
+
+
+async def test_templates_are_not_asked_for_when_1c_serves_no_resources() -> None:
+    onec = FakeOneC(capabilities={"tools": True, "resources": False, "prompts": True})
+    catalog = make_catalog(onec)
+    await catalog.refresh()
+    assert onec.calls["templates"] == 0
+    assert await catalog.templates() == []
+
+
+async def test_an_invalid_template_is_skipped_and_the_others_are_served() -> None:
+    onec = FakeOneC()
+    onec.lists["templates"] = [{"name": "no_uri_template"}, template("document")]
+    catalog = make_catalog(onec)
+    await catalog.refresh()
+    assert names(await catalog.templates()) == ["document"]
+    assert catalog.status()["resource_templates"]["skipped"][0].startswith("resource template #0 'no_uri_template'")
+
+
+# --- what the log says about failures ---------------------------------------------------------
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "py_server.catalog" and r.levelno == logging.WARNING]
+
+
+async def test_a_failure_before_any_catalog_says_there_is_none_yet_once(caplog: pytest.LogCaptureFixture) -> None:
+    onec = FakeOneC()
+    onec.failures["discover"] = OneCConnectionError("Cannot connect to 1C at http://srv/base/hs/mcp/manifest")
+    catalog = make_catalog(onec)
+    with caplog.at_level(logging.INFO, logger="py_server.catalog"):
+        for _ in range(3):
+            await catalog.refresh()
+    assert warnings_of(caplog) == [
+        "1C catalog refresh failed, and there is no 1C catalog yet (no 1C tools, resources or prompts are "
+        "served until 1C answers): Cannot connect to 1C at http://srv/base/hs/mcp/manifest"
+    ]
+
+
+async def test_a_failure_after_a_fetch_says_how_old_the_served_catalog_is(caplog: pytest.LogCaptureFixture) -> None:
+    onec, clock = FakeOneC(), FakeTime()
+    catalog = make_catalog(onec, clock=clock)
+    await catalog.refresh()
+    clock.now += 42
+    onec.failures["tools"] = OneCConnectionError("Cannot connect to 1C")
+    with caplog.at_level(logging.INFO, logger="py_server.catalog"):
+        await catalog.refresh()
+        clock.now += 600
+        await catalog.refresh()  # the same reason: said once
+        onec.failures["tools"] = OneCTimeoutError("1C did not answer")
+        await catalog.refresh()  # another reason: said again
+        del onec.failures["tools"]
+        await catalog.refresh()  # 1C is back
+        onec.failures["tools"] = OneCTimeoutError("1C did not answer")
+        await catalog.refresh()  # the same reason as before, after a recovery: said again
+    assert warnings_of(caplog) == [
+        "1C catalog refresh failed, serving the catalog fetched 42 s ago: Cannot connect to 1C",
+        "1C catalog refresh failed, serving the catalog fetched 11 min ago: 1C did not answer",
+        "1C catalog refresh failed, serving the catalog fetched 0 s ago: 1C did not answer",
+    ]
+
+
+async def test_a_failing_list_says_whether_it_keeps_any_items(caplog: pytest.LogCaptureFixture) -> None:
+    onec, clock = FakeOneC(), FakeTime()
+    bug = OneCRpcError("1C returned error -32603: Передано значение недопустимого типа", code=-32603, detail="x")
+    onec.failures["prompts"] = bug  # the reference extension's prompts/list bug, from the start
+    catalog = make_catalog(onec, clock=clock)
+    with caplog.at_level(logging.INFO, logger="py_server.catalog"):
+        await catalog.refresh()
+        await catalog.refresh()
+        onec.failures["resources"] = bug
+        clock.now += 90
+        await catalog.refresh()
+    assert warnings_of(caplog) == [
+        f"1C prompts/list failed, and none were fetched before, so none are served: {bug}",
+        f"1C resources/list failed, keeping the 1 fetched 90 s ago: {bug}",
+    ]

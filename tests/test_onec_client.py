@@ -7,6 +7,7 @@ import gc
 import gzip
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -146,15 +147,34 @@ async def test_request_without_params_omits_params(onec: respx.MockRouter, clien
 
 
 @pytest.mark.parametrize(
-    ("method", "key"), [("list_tools", "tools"), ("list_resources", "resources"), ("list_prompts", "prompts")]
+    ("method", "rpc_method", "key"),
+    [
+        ("list_tools", "tools/list", "tools"),
+        ("list_resources", "resources/list", "resources"),
+        ("list_resource_templates", "resources/templates/list", "resourceTemplates"),
+        ("list_prompts", "prompts/list", "prompts"),
+    ],
 )
 async def test_list_methods_send_empty_params_and_return_the_named_list(
-    onec: respx.MockRouter, client: OneCClient, method: str, key: str
+    onec: respx.MockRouter, client: OneCClient, method: str, rpc_method: str, key: str
 ) -> None:
     items = [{"name": "a", "title": "extra fields pass through"}]
     route = onec.post("rpc").mock(side_effect=reply({key: items}))
     assert await getattr(client, method)() == items
+    assert sent(route.calls.last.request)["method"] == rpc_method
     assert sent(route.calls.last.request)["params"] == {}
+
+
+async def test_method_not_found_is_no_warning_the_caller_decides(
+    onec: respx.MockRouter, client: OneCClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The reference extension answers -32601 to resources/templates/list at every start: that is no news.
+    unknown = {"code": -32601, "message": "Неизвестный метод: resources/templates/list"}
+    onec.post("rpc").mock(side_effect=reply(error=unknown))
+    with caplog.at_level(logging.DEBUG, logger="py_server.onec_client"), pytest.raises(OneCRpcError) as caught:
+        await client.list_resource_templates()
+    assert caught.value.method_not_found
+    assert [r.levelno for r in caplog.records if "-32601" in r.getMessage()] == [logging.DEBUG]
 
 
 @pytest.mark.parametrize("result", [{}, {"tools": None}, {"tools": {"a": 1}}, {"tools": ["a"]}])
@@ -470,7 +490,8 @@ async def test_read_only_calls_are_retried_once_after_a_connect_error(
 
 
 def test_read_only_methods_are_exactly_the_safe_ones() -> None:
-    expected = {"tools/list", "resources/list", "prompts/list", "resources/read", "prompts/get", "ping"}
+    expected = {"tools/list", "resources/list", "resources/templates/list", "prompts/list"}
+    expected |= {"resources/read", "prompts/get", "ping"}
     assert expected == READ_ONLY_METHODS
 
 
@@ -1307,9 +1328,87 @@ async def test_nan_or_infinity_in_arguments_is_an_invalid_request_and_nothing_is
 
 
 def test_every_client_shares_one_tls_context_per_ca_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    first, second = _tls_context(), _tls_context()
+    first, second = _tls_context(settings()), _tls_context(settings(onec_username="другой"))
     assert first is second  # loading the CA certificates once, not once per person's connection
     bundle = tmp_path / "company-ca.pem"
     bundle.write_text(Path(certifi.where()).read_text(encoding="ascii"), encoding="ascii")
+    with_bundle = _tls_context(settings(onec_ca_bundle=bundle))
+    assert with_bundle is not first and with_bundle is _tls_context(settings(onec_ca_bundle=bundle))
+    assert _tls_context(settings(onec_verify_tls=False)) is not first
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    assert _tls_context() is not first  # another CA setting, another context
+    assert _tls_context(settings()) is not first  # another CA setting, another context
+
+
+CERT_TEXT = "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1006)"
+
+
+async def test_a_refused_certificate_says_so_and_what_to_set_instead_of_is_the_server_running(
+    onec: respx.MockRouter, client: OneCClient
+) -> None:
+    route = onec.post("rpc").mock(side_effect=httpx.ConnectError(CERT_TEXT))
+    with pytest.raises(OneCConnectionError) as caught:
+        await client.list_tools()  # read-only, but a refused certificate is refused again: no retry
+    assert str(caught.value) == (
+        "1C's HTTPS certificate at http://srv is not trusted ([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+        "failed: self-signed certificate): set MCP_ONEC_CA_BUNDLE to the PEM file of the CA that signed it, or, "
+        "on a trusted network only, MCP_ONEC_VERIFY_TLS=false."
+    )
+    assert route.call_count == 1
+
+
+def over_ssl(error: type[httpx.RequestError], cause: BaseException) -> httpx.RequestError:
+    """An httpx error over an ssl one, chained as httpx and httpcore chain them."""
+    try:
+        raise error(str(cause)) from cause
+    except httpx.RequestError as exc:
+        return exc
+
+
+def client_failing_with(*failures: httpx.RequestError) -> tuple[OneCClient, list[httpx.Request]]:
+    """A client whose transport raises `failures` in turn (respx would replace their causes), then
+    answers with an empty tools list; and the requests it was sent."""
+    sent_requests: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        sent_requests.append(request)
+        if len(sent_requests) <= len(failures):
+            raise failures[len(sent_requests) - 1]
+        return reply({"tools": []})(request)
+
+    http = httpx.AsyncClient(base_url=BASE, transport=httpx.MockTransport(handle))
+    return OneCClient(http, username="Администратор"), sent_requests
+
+
+async def test_another_failed_handshake_is_a_tls_line_too() -> None:
+    alert = ssl.SSLError(1, "[SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version (_ssl.c:1006)")
+    client, _ = client_failing_with(over_ssl(httpx.ConnectError, alert))
+    async with client:
+        with pytest.raises(OneCConnectionError) as caught:
+            await client.call_tool("x", {})
+    assert str(caught.value) == (
+        "The TLS handshake with 1C's web server at http://srv failed: [SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 "
+        "alert protocol version. Check the web server's HTTPS settings (certificate, TLS versions, ciphers)."
+    )
+
+
+async def test_an_ssl_error_on_a_connection_that_was_up_is_a_dropped_connection_and_retried() -> None:
+    # A keep-alive connection 1C's web server closed: on HTTPS the read ends in an ssl EOF error.
+    eof = ssl.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:2427)")
+    client, requests = client_failing_with(over_ssl(httpx.ReadError, eof))
+    async with client:
+        assert await client.list_tools() == []
+    assert len(requests) == 2
+    client, _ = client_failing_with(*[over_ssl(httpx.ReadError, eof)] * 2)
+    async with client:
+        with pytest.raises(OneCConnectionError, match=r"dropped the connection during tools/list: EOF occurred"):
+            await client.list_tools()
+
+
+async def test_a_refused_certificate_is_not_retried() -> None:
+    refused = ssl.SSLCertVerificationError(1, CERT_TEXT)
+    refused.verify_code, refused.verify_message = 18, "self-signed certificate"
+    client, requests = client_failing_with(*[over_ssl(httpx.ConnectError, refused)] * 2)
+    async with client:
+        with pytest.raises(OneCConnectionError, match=r"^1C's HTTPS certificate at http://srv is not trusted \(self"):
+            await client.list_tools()
+    assert len(requests) == 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from py_server.onec_mapping import to_call_result, to_prompt_result, to_read_result
+import pytest
+
+from py_server.errors import OneCProtocolError
+from py_server.onec_mapping import to_call_result, to_prompt_result, to_read_result, to_resource_template
 
 FAKE_COUNTS = {"onec-mcp-proxy/masked": {"inn": 99}, "ru.1c/source": "Документ"}
 
@@ -23,3 +26,22 @@ def test_resource_and_prompt_results_lose_the_proxy_namespace_too() -> None:
 def test_other_meta_keys_pass_through_unchanged() -> None:
     meta = {"ru.1c/source": "Документ", "trace": {"id": 7}}
     assert to_call_result({"content": [], "_meta": meta}).meta == meta
+
+
+def test_a_resource_template_keeps_every_field_and_its_uri_template_byte_for_byte() -> None:
+    raw = {
+        "uriTemplate": "metadata://Справочники/{name}",
+        "name": "Справочник",
+        "title": "Справочник по имени",
+        "description": "Описание справочника",
+        "mimeType": "application/json",
+        "annotations": {"audience": ["assistant"], "priority": 0.5},
+        "_meta": {"ru.1c/source": "Конфигурация"},
+    }
+    template = to_resource_template(raw)
+    assert template.model_dump(by_alias=True, exclude_none=True) == raw
+
+
+def test_a_resource_template_without_its_uri_template_is_a_protocol_error() -> None:
+    with pytest.raises(OneCProtocolError, match=r"^1C returned an invalid resource template: uriTemplate"):
+        to_resource_template({"name": "Справочник"})

@@ -7,6 +7,11 @@ failing `prompts/list` (a known bug of the reference extension) leaves tools and
 alone, and a failure keeps the last known items instead of emptying the list. When no client is
 connected and nothing was asked for a whole TTL, polling pauses until the next request.
 
+Resource templates (`resources/templates/list`) belong to the resources: they are asked for after
+`resources/list` succeeds, a change in them is announced as a resources change, and a 1C that
+answers -32601 (the reference extension) is not asked again until it is discovered again (after
+it was unreachable, or at the next start).
+
     catalog = Catalog(client, ttl=60, on_change=notify_clients)
     async with catalog.running():
         tools = await catalog.items("tools")
@@ -24,9 +29,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mcp import types
+
 from .errors import OneCAuthError, OneCConnectionError, OneCError, OneCRpcError, OneCTimeoutError
 from .onec_client import Discovery, OneCClient
-from .onec_mapping import to_items, to_prompt, to_resource, to_tool
+from .onec_mapping import to_items, to_prompt, to_resource, to_resource_template, to_tool
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +81,15 @@ class Section:
         }
 
 
+def _ago(seconds: float) -> str:
+    """A duration as people say it in a log line: 42 s, 5 min, 3 h."""
+    if seconds < 120:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
 def _fingerprint(raw_items: list[Any]) -> str:
     encoded = json.dumps(raw_items, sort_keys=True, ensure_ascii=False, default=str).encode()
     return hashlib.sha256(encoded).hexdigest()
@@ -110,6 +126,7 @@ class Catalog:
         self._clock = clock
         self._sleep = sleep
         self._sections: dict[Kind, Section] = {kind: Section() for kind in KINDS}
+        self._templates = Section()  # resource templates: part of the resources kind, kept apart
         self._first_attempt = asyncio.Event()
         self._startup_deadline: float | None = None  # time.monotonic(): it bounds a real wait
         self._refresh_task: asyncio.Task[set[Kind]] | None = None  # the refresh in progress, shared
@@ -135,6 +152,12 @@ class Catalog:
         self._asked()
         await self._startup_wait()
         return list(self._sections[kind].items)
+
+    async def templates(self) -> list[types.ResourceTemplate]:
+        """The cached resource templates; empty when 1C has none (or no `resources/templates/list`)."""
+        self._asked()
+        await self._startup_wait()
+        return list(self._templates.items)
 
     async def has_tool(self, name: str) -> bool:
         """Whether 1C is known to have `name`, refreshing once if it is not (a tool may be new).
@@ -163,6 +186,7 @@ class Catalog:
             "polling_paused": self._paused,
             "last_error": self.last_error,
             **{kind: section.status(now) for kind, section in self._sections.items()},
+            "resource_templates": self._templates.status(now),
         }
 
     def _asked(self) -> None:
@@ -225,14 +249,17 @@ class Catalog:
             for kind in KINDS:
                 if await self._refresh_kind(kind):
                     changed.add(kind)
+            # To a client templates are resources: resources/list_changed is its cue to list them again.
+            if await self._refresh_templates():
+                changed.add("resources")
         except OneCError as exc:
             # Discovery failed, or 1C as a whole is unreachable or refuses us: keep every list.
             self._failures += 1
             # A timeout means 1C is slow, not replaced: what discovery found still holds.
             if isinstance(exc, OneCConnectionError) and not isinstance(exc, OneCTimeoutError):
                 self.discovery = None
-            if self.last_error != str(exc):
-                logger.warning("1C catalog refresh failed, serving the last known catalog: %s", exc)
+            if self.last_error != str(exc):  # once per reason, until it changes or 1C answers again
+                logger.warning("1C catalog refresh failed, %s: %s", self._what_is_served(), exc)
             self.last_error = str(exc)
             for section in self._sections.values():
                 section.error = str(exc)
@@ -249,7 +276,17 @@ class Catalog:
             self._first_attempt.set()
         return changed
 
+    def _what_is_served(self) -> str:
+        """What clients get while 1C fails: the catalog of the last fetch, or nothing of 1C's yet."""
+        fetched = [section.loaded_at for section in self._sections.values() if section.loaded_at is not None]
+        if not fetched:
+            return "and there is no 1C catalog yet (no 1C tools, resources or prompts are served until 1C answers)"
+        return f"serving the catalog fetched {_ago(self._clock() - max(fetched))} ago"
+
     def _apply_manifest(self, discovery: Discovery) -> None:
+        # 1C discovered again (a restart, an update of its extension): ask for templates again too.
+        if self._templates.supported is False:
+            self._templates.supported = None
         for kind in KINDS:
             section = self._sections[kind]
             section.in_manifest = discovery.capabilities is None or bool(discovery.capabilities.get(kind, False))
@@ -277,9 +314,7 @@ class Catalog:
                 section.supported, section.error = False, None
                 return self._replace(section, [], [], _fingerprint([]))
             # 1C answered, but this list failed: the other kinds go on, the last list stays.
-            if section.error != str(exc):
-                logger.warning("1C %s/list failed, keeping the last known %d: %s", kind, len(section.items), exc)
-            section.error = str(exc)
+            self._list_failed(f"{kind}/list", section, exc)
             return False
         if section.supported is False:
             logger.info("1C serves %s now", kind)
@@ -290,6 +325,47 @@ class Catalog:
             return False
         items, skipped = to_items(raw_items, _CONVERTERS[kind], kind.rstrip("s"))
         return self._replace(section, items, skipped, fingerprint)
+
+    async def _refresh_templates(self) -> bool:
+        """`resources/templates/list`, while 1C serves resources; True when the templates changed.
+
+        Unlike a kind, a -32601 is remembered (most 1C backends lack the method, and it would be
+        asked for at every refresh) until 1C is discovered again.
+        """
+        section = self._templates
+        if self._sections["resources"].supported is not True:
+            # No resources, no templates: and templates from before 1C dropped its resources go too.
+            return self._replace(section, [], [], _fingerprint([])) if section.items else False
+        if section.supported is False:
+            return False
+        try:
+            raw_items = await self._client.list_resource_templates()
+        except _WHOLE_1C_FAILURES:
+            raise
+        except OneCError as exc:
+            if isinstance(exc, OneCRpcError) and exc.method_not_found:
+                logger.info("1C has no resource templates (%s); not asked again until 1C is reconnected", exc)
+                section.supported, section.error = False, None
+                return self._replace(section, [], [], _fingerprint([]))
+            self._list_failed("resources/templates/list", section, exc)
+            return False
+        section.supported, section.error = True, None
+        fingerprint = _fingerprint(raw_items)
+        if fingerprint == section.fingerprint:
+            section.loaded_at = self._clock()
+            return False
+        items, skipped = to_items(raw_items, to_resource_template, "resource template")
+        return self._replace(section, items, skipped, fingerprint)
+
+    def _list_failed(self, method: str, section: Section, exc: OneCError) -> None:
+        """A list 1C answered with an error: said once per reason; the list of the last fetch stays."""
+        if section.error != str(exc):
+            if section.loaded_at is None:
+                logger.warning("1C %s failed, and none were fetched before, so none are served: %s", method, exc)
+            else:
+                kept = f"keeping the {len(section.items)} fetched {_ago(self._clock() - section.loaded_at)} ago"
+                logger.warning("1C %s failed, %s: %s", method, kept, exc)
+        section.error = str(exc)
 
     def _replace(self, section: Section, items: list[Any], skipped: list[str], fingerprint: str) -> bool:
         changed = fingerprint != section.fingerprint and (section.fingerprint != "" or bool(items))

@@ -59,6 +59,7 @@ from .upstreams import IdentityLimitError, OneCConnection, UpstreamRegistry
 logger = logging.getLogger(__name__)
 
 ResultT = TypeVar("ResultT", bound=types.Result)
+ItemT = TypeVar("ItemT")
 MASK_IN_THREAD_BYTES = 32 * 1024
 
 INSTRUCTIONS = (
@@ -255,6 +256,7 @@ class MCPProxy:
             on_list_tools=self._observed(view, "tools/list", self._list_tools),
             on_call_tool=self._observed(view, "tools/call", self._call_tool),
             on_list_resources=self._observed(view, "resources/list", self._list_resources),
+            on_list_resource_templates=self._observed(view, "resources/templates/list", self._list_resource_templates),
             on_read_resource=self._observed(view, "resources/read", self._read_resource),
             on_list_prompts=self._observed(view, "prompts/list", self._list_prompts),
             on_get_prompt=self._observed(view, "prompts/get", self._get_prompt),
@@ -353,6 +355,25 @@ class MCPProxy:
     ) -> types.ListPromptsResult:
         return types.ListPromptsResult(prompts=await self._visible(view, caller_of(ctx), "prompts"))
 
+    async def _list_resource_templates(
+        self, view: View, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams
+    ) -> types.ListResourceTemplatesResult:
+        """1C's resource templates, or none: many clients ask at connect time, and "Method not found"
+        would contradict the advertised resources capability."""
+        caller = caller_of(ctx)
+
+        async def of(base: Base) -> list[types.ResourceTemplate]:
+            async with self._connection(base, caller) as onec:
+                templates = await onec.catalog.templates()
+            # A template is matched against the resource rules like a URI (`metadata://*` covers
+            # `metadata://{name}`), so resources a policy hides are not offered as a pattern either.
+            policy = base.policy_for(caller)
+            visible = [t for t in templates if policy.check("resources", t.uri_template) is None]
+            return [view.present_template(base, template) for template in visible]
+
+        templates = await self._per_base(view, "resource template", of)
+        return types.ListResourceTemplatesResult(resource_templates=templates)
+
     async def _visible(self, view: View, caller: Caller, kind: Kind) -> list[Any]:
         """The items of `kind` the caller may see on `view`, from each base's cached catalog, as the view names them."""
 
@@ -367,17 +388,21 @@ class MCPProxy:
             }[kind](items)
             return [view.present(kind, base, item) for item in visible]
 
+        return await self._per_base(view, kind, of)
+
+    async def _per_base(self, view: View, what: str, of: Callable[[Base], Awaitable[list[ItemT]]]) -> list[ItemT]:
+        """`of(base)` for every base of `view`, joined in the bases' order."""
         if len(view.bases) == 1:
             return await of(view.bases[0])
         # Concurrently: a base whose first catalog fetch is slow does not hold up the others, and a
         # base that fails this caller (no room, their login refused there) leaves the others' lists.
         per_base = await asyncio.gather(*(of(base) for base in view.bases), return_exceptions=True)
-        items: list[Any] = []
+        items: list[ItemT] = []
         for base, listed in zip(view.bases, per_base, strict=True):
             if isinstance(listed, BaseException):
                 if not isinstance(listed, Exception):
                     raise listed
-                logger.info("base %s left out of a %s list: %s", base.name, kind, listed)
+                logger.info("base %s left out of a %s list: %s", base.name, what, listed)
                 continue
             items.extend(listed)
         return items

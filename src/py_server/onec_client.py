@@ -28,6 +28,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -36,6 +37,7 @@ from . import __version__
 from .config import Settings, require_onec_url
 from .errors import (
     METHOD_NOT_FOUND,
+    ConfigError,
     InvalidRequestError,
     OneCAuthError,
     OneCBusyError,
@@ -66,7 +68,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # They change nothing in 1C, so one retry after a broken connection is safe. Never tools/call.
-READ_ONLY_METHODS = frozenset({"tools/list", "resources/list", "prompts/list", "resources/read", "prompts/get", "ping"})
+READ_ONLY_METHODS = frozenset(
+    {"tools/list", "resources/list", "resources/templates/list", "prompts/list"}
+    | {"resources/read", "prompts/get", "ping"}
+)
 # What 1C writes instead of JSON when the session in the `ibsession` cookie is gone (compared casefolded).
 SESSION_GONE_MARKERS = ("сеанс отсутствует или удален", "сеанс отсутствует или удалён")
 MCP_PROTOCOL_VERSION = "2025-11-25"  # what the handshake offers full-MCP 1C backends
@@ -82,6 +87,7 @@ _MODULE_PREFIX = re.compile(r"\{[^{}\s]+\(\d+(?:,\s*\d+)?\)\}:\s*")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 _INVISIBLE = re.compile(r"<(head|script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
+_SSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
 
 
 @dataclass(frozen=True)
@@ -129,17 +135,65 @@ def strip_module_prefix(message: str) -> str:
     return _MODULE_PREFIX.sub("", message)
 
 
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context for every 1C client with the same CA settings: loading the CA certificates
-    costs 2-5 MB, which a context per person (passthrough) would pay again for each. trust_env=False on
-    the client would drop SSL_CERT_FILE / SSL_CERT_DIR, which a 1C with a company CA needs, so they
-    are read here."""
-    return _tls_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of a 1C client with these settings, shared by every client with the same CA settings.
+
+    Loading the CA certificates costs 2-5 MB, which a context per person (passthrough) would pay again
+    for each. trust_env=False on the client would drop SSL_CERT_FILE / SSL_CERT_DIR, which a 1C with a
+    company CA may rely on, so they are read here and are part of the key.
+
+    Raises:
+        ConfigError: MCP_ONEC_CA_BUNDLE is not a readable PEM file of certificates.
+    """
+    return _tls_context_for(
+        settings.onec_ca_bundle,
+        settings.onec_verify_tls,
+        os.environ.get("SSL_CERT_FILE"),
+        os.environ.get("SSL_CERT_DIR"),
+    )
 
 
 @functools.cache
-def _tls_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
-    return httpx.create_ssl_context(trust_env=True)
+def _tls_context_for(
+    ca_bundle: Path | None, verify: bool, cert_file: str | None, cert_dir: str | None
+) -> ssl.SSLContext:
+    """Made once per key (a failure is not cached, so a fixed file is read on the next try).
+
+    MCP_ONEC_CA_BUNDLE is trusted in addition to the default store (certifi, or SSL_CERT_FILE /
+    SSL_CERT_DIR): an internal 1C and public services then work side by side, and a bundle that holds
+    only the company CA is enough.
+    """
+    if not verify:
+        # Made once per process start, so this is said once at every start, before any 1C call.
+        logger.warning(
+            "MCP_ONEC_VERIFY_TLS=false: the certificate of an HTTPS 1C is not checked, so anyone on the "
+            "network path can pose as 1C and read the 1C login. Set MCP_ONEC_CA_BUNDLE to the PEM file "
+            "of the CA that signed it instead."
+        )
+        return httpx.create_ssl_context(verify=False)
+    context = httpx.create_ssl_context(trust_env=True)
+    if ca_bundle is not None:
+        _load_ca_bundle(context, ca_bundle)
+    return context
+
+
+def _load_ca_bundle(context: ssl.SSLContext, path: Path) -> None:
+    """Add the PEM certificates of `path` to `context`; raises ConfigError with one line naming the file."""
+    try:
+        context.load_verify_locations(cafile=path)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"MCP_ONEC_CA_BUNDLE: {path} does not exist; set it to the PEM file of the CA that signed "
+            "1C's HTTPS certificate"
+        ) from None
+    except ssl.SSLError:  # read, but no PEM certificate in it (a DER .cer, a key, some other file)
+        raise ConfigError(
+            f"MCP_ONEC_CA_BUNDLE: {path} holds no valid PEM certificate (-----BEGIN CERTIFICATE-----); "
+            "export the CA certificate as Base-64 (PEM), or convert a DER .cer with "
+            "'openssl x509 -inform der -in ca.cer -out ca.pem'"
+        ) from None
+    except OSError as exc:  # a directory, no permission
+        raise ConfigError(f"MCP_ONEC_CA_BUNDLE: cannot read {path}: {exc.strerror or exc}") from None
 
 
 def create_http_client(
@@ -150,7 +204,7 @@ def create_http_client(
     `login` is a person's own 1C login (passthrough); None means the service account of the settings.
 
     Raises:
-        ConfigError: MCP_ONEC_URL is not set.
+        ConfigError: MCP_ONEC_URL is not set, or MCP_ONEC_CA_BUNDLE is not a readable PEM file.
     """
     # One connection beyond the cap: the health probe never waits for a connection held by tool calls.
     size = (max_concurrency or settings.onec_max_concurrency) + 1
@@ -170,7 +224,7 @@ def create_http_client(
         # would send the 1C login through a proxy. Only MCP_ONEC_HTTP_PROXY puts one in between.
         trust_env=False,
         proxy=settings.onec_http_proxy,
-        verify=_tls_context(),
+        verify=_tls_context(settings),
     )
 
 
@@ -388,7 +442,10 @@ class OneCClient:
         if "error" in reply:
             self._observe(method, "rpc_error", started)
             error = self._rpc_error(reply["error"])
-            logger.warning("1C returned error %s for %s: %s", error.code, method, error.detail)
+            # -32601 is how 1C says it lacks an optional method (templates, prompts): the caller decides
+            # whether that is news, so it is no warning here.
+            level = logging.DEBUG if error.method_not_found else logging.WARNING
+            logger.log(level, "1C returned error %s for %s: %s", error.code, method, error.detail)
             raise error
         self._observe(method, "ok", started)
         result = reply["result"]
@@ -414,6 +471,10 @@ class OneCClient:
 
     async def list_prompts(self) -> list[dict[str, Any]]:
         return await self._list("prompts/list", "prompts")
+
+    async def list_resource_templates(self) -> list[dict[str, Any]]:
+        """1C's `resources/templates/list`; the reference extension answers -32601 (`OneCRpcError`)."""
+        return await self._list("resources/templates/list", "resourceTemplates")
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], *, headers: Mapping[str, str] | None = None
@@ -657,7 +718,8 @@ class OneCClient:
             try:
                 answer = await self._send(verb, path, what, rpc_id, content, probe_timeout, headers)
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                if not retry or dropped:
+                # A refused certificate fails the same way again: it is no dropped connection.
+                if not retry or dropped or _tls_refusal(exc):
                     raise self._transport_error(exc, url, what, probe_timeout) from exc
                 dropped = True
                 logger.debug("1C %s: %s, retrying once", what, _reason(exc))  # a dropped keep-alive
@@ -781,6 +843,9 @@ class OneCClient:
 
     def _transport_error(self, exc: httpx.RequestError, url: str, what: str, probe_timeout: float | None) -> OneCError:
         reason = self._redact(_reason(exc))
+        tls = _tls_problem(exc, url)
+        if tls is not None:  # the server answered: "is it running?" would send the user the wrong way
+            return OneCConnectionError(self._redact(tls))
         unreachable = "Is the web server running and the base published? Check MCP_ONEC_URL."
         if isinstance(exc, httpx.ConnectTimeout):
             connect = self._http.timeout.connect or 0
@@ -844,6 +909,96 @@ class OneCClient:
             f"1C answered {what} at {url} with HTTP {status}: {self._excerpt(answer.content)}. {hint}",
             status_code=status,
         )
+
+
+# OpenSSL's verify codes (X509_V_ERR_*) that say the certificate is fine but for another name, or out of date.
+_NAME_MISMATCH = frozenset({62, 63, 64})  # HOSTNAME_MISMATCH, EMAIL_MISMATCH, IP_ADDRESS_MISMATCH
+_OUT_OF_DATE = frozenset({9, 10})  # CERT_NOT_YET_VALID, CERT_HAS_EXPIRED
+# What OpenSSL says when the other end answers a TLS hello in plain HTTP (3.0, and 3.2 onwards).
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST")
+
+
+def _ssl_error_in(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl error under an httpx error (httpx wraps httpcore's, which wraps the ssl module's)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _tls_refusal(exc: BaseException) -> bool:
+    """A certificate refused, or no TLS on the other end: what a retry would meet again."""
+    if not isinstance(exc, httpx.ConnectError):
+        return False
+    error = _ssl_error_in(exc)
+    if error is None:
+        return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+    return isinstance(error, ssl.SSLCertVerificationError) or _speaks_no_tls(error)
+
+
+def _speaks_no_tls(error: ssl.SSLError) -> bool:
+    return any(marker in _ssl_text(error).upper() for marker in _NOT_TLS)
+
+
+def _tls_problem(exc: BaseException, url: str) -> str | None:
+    """One line on a refused certificate or a failed TLS handshake, with what to set; None if it is no TLS failure.
+
+    Only a failed connect counts: the handshake is part of it. An ssl error on a connection that was
+    up (a dropped keep-alive) is a dropped connection like any other.
+    """
+    if not isinstance(exc, httpx.ConnectError):
+        return None
+    origin = _origin(url)
+    error = _ssl_error_in(exc)
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return _certificate_problem(origin, error.verify_code, error.verify_message or _ssl_text(error))
+    if error is None:
+        if "CERTIFICATE_VERIFY_FAILED" not in str(exc):  # only the text is left when the cause was dropped
+            return None
+        return _certificate_problem(origin, None, _ssl_text(exc))
+    text = _ssl_text(error)
+    if _speaks_no_tls(error):
+        return (
+            f"1C's web server at {origin} does not speak HTTPS on this port ({text}): use http:// "
+            "in MCP_ONEC_URL, or the port that serves HTTPS."
+        )
+    return (
+        f"The TLS handshake with 1C's web server at {origin} failed: {text}. Check the web server's "
+        "HTTPS settings (certificate, TLS versions, ciphers)."
+    )
+
+
+def _ssl_text(error: BaseException) -> str:
+    """The ssl module's text without the C source location it ends with."""
+    return _SSL_SOURCE.sub("", _reason(error))
+
+
+def _certificate_problem(origin: str, code: int | None, detail: str) -> str:
+    detail = detail.strip().rstrip(".")
+    if code in _NAME_MISMATCH or "mismatch" in detail.lower():
+        return (
+            f"1C's HTTPS certificate at {origin} is for another name ({detail}): put the name the certificate "
+            "was issued for in MCP_ONEC_URL, or have the certificate reissued for this one."
+        )
+    if code in _OUT_OF_DATE:
+        return (
+            f"1C's HTTPS certificate at {origin} is out of date ({detail}): renew it on the web server, "
+            "and check this computer's clock."
+        )
+    return (
+        f"1C's HTTPS certificate at {origin} is not trusted ({detail}): set MCP_ONEC_CA_BUNDLE to the PEM file "
+        "of the CA that signed it, or, on a trusted network only, MCP_ONEC_VERIFY_TLS=false."
+    )
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port of a URL: a certificate belongs to the server, not to a path."""
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.netloc.decode('ascii')}"
 
 
 def _outcome_of(exc: OneCError) -> str:

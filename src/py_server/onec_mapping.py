@@ -64,6 +64,10 @@ def to_resource(raw: dict[str, Any]) -> types.Resource:
     return _validate(types.Resource, raw, "resource")
 
 
+def to_resource_template(raw: dict[str, Any]) -> types.ResourceTemplate:
+    return _validate(types.ResourceTemplate, raw, "resource template")
+
+
 def to_prompt(raw: dict[str, Any]) -> types.Prompt:
     return _validate(types.Prompt, raw, "prompt")
 
@@ -120,7 +124,7 @@ def to_items(
         try:
             items.append(convert(raw))
         except OneCProtocolError as exc:
-            name = raw.get("name") or raw.get("uri") if isinstance(raw, dict) else None
+            name = raw.get("name") or raw.get("uri") or raw.get("uriTemplate") if isinstance(raw, dict) else None
             problem = f"{what} #{index} {name!r} skipped: {exc}"
             problems.append(problem)
             logger.warning("%s", problem)

@@ -6,9 +6,10 @@ A `Base` is one configured 1C base at run time: its settings, its connections (a
 * `SingleBaseView`: one base, exactly as a single-base proxy serves it (names and URIs unchanged);
   the per-base endpoints `/bases/<name>/...`, and the only view when there is one base.
 * `AllBasesView`: every base together. Tool and prompt names carry the base as a prefix
-  (`erp__get_metadata`, `MCP_BASE_SEPARATOR`), resource URIs are wrapped as
-  `onec-base://erp/<the original URI, verbatim>`, and descriptions start with `[erp] `. Going
-  back, a name is split at the first separator and a URI unwrapped byte for byte.
+  (`erp__get_metadata`, `MCP_BASE_SEPARATOR`), resource URIs and resource templates' URI templates
+  are wrapped as `onec-base://erp/<the original, verbatim>`, and descriptions start with `[erp] `.
+  Going back, a name is split at the first separator and a URI unwrapped byte for byte (a URI made
+  from a wrapped template unwraps to one made from the base's own).
 
     view = AllBasesView(bases, separator="__")
     base, name = view.resolve("tools", "erp__get_metadata")      # (<Base erp>, "get_metadata")
@@ -79,6 +80,10 @@ class View(Protocol):
         """The base and the base's own name (or URI) for a name this endpoint showed; None if none."""
         ...
 
+    def present_template(self, base: Base, template: types.ResourceTemplate) -> types.ResourceTemplate:
+        """A resource template of `base` as this endpoint shows it: the URIs it makes resolve here."""
+        ...
+
     def present_contents(self, base: Base, result: types.ReadResourceResult) -> types.ReadResourceResult:
         """A resource read's contents with their URIs as this endpoint names them."""
         ...
@@ -98,6 +103,9 @@ class SingleBaseView:
 
     def present(self, kind: Kind, base: Base, item: ItemT) -> ItemT:
         return item
+
+    def present_template(self, base: Base, template: types.ResourceTemplate) -> types.ResourceTemplate:
+        return template
 
     def resolve(self, kind: Kind, name: str) -> tuple[Base, str] | None:
         return self._base, name
@@ -127,9 +135,20 @@ class AllBasesView:
             update["uri"] = self._wrap(base, item.uri)  # type: ignore[attr-defined]
         else:
             update["name"] = f"{base.name}{self._separator}{item.name}"  # type: ignore[attr-defined]
-        description = getattr(item, "description", None)
-        update["description"] = f"[{base.name}] {description}" if description else f"[{base.name}]"
+        update["description"] = self._describe(base, getattr(item, "description", None))
         return item.model_copy(update=update)  # type: ignore[attr-defined,no-any-return]
+
+    def present_template(self, base: Base, template: types.ResourceTemplate) -> types.ResourceTemplate:
+        # Wrapped like a URI, so the URI a client makes from it is the wrapped URI of the base's own.
+        update = {
+            "uri_template": self._wrap(base, template.uri_template),
+            "description": self._describe(base, template.description),
+        }
+        return template.model_copy(update=update)
+
+    @staticmethod
+    def _describe(base: Base, description: str | None) -> str:
+        return f"[{base.name}] {description}" if description else f"[{base.name}]"
 
     def present_contents(self, base: Base, result: types.ReadResourceResult) -> types.ReadResourceResult:
         contents = [item.model_copy(update={"uri": self._wrap(base, item.uri)}) for item in result.contents]

@@ -4,6 +4,8 @@ It serves the demo base (`onec_data`) as the publication `demo`, so the proxy's 
 runs against it: `MCP_ONEC_URL={url}/demo`, service root `mcp`, rpc path `rpc`. The knobs on
 `EmulatorState` reproduce what 1C does in the field (slow calls, HTML error pages from IIS/Apache,
 a byte order mark, the `prompts/list` bug, tools appearing at run time, sessions that expire).
+`resource_templates` makes it a newer backend that lists resource templates (the demo's are
+`DEMO_RESOURCE_TEMPLATES`); by default it answers -32601, as the reference extension does.
 
 1C users (HTTP Basic, UTF-8): the service account `username`/`password` (default `demo`/`demo`,
 full rights; an empty `username` publishes the base without authentication), plus the table
@@ -85,6 +87,22 @@ INITIALIZE_RESULT = {
     },
     "serverInfo": {"name": "1C MCP Server", "version": "1.0.0"},
 }
+# Resource templates as a newer 1C backend lists them (`EmulatorState.resource_templates`); the
+# reference extension has no resources/templates/list. Each makes URIs of resources the base has.
+DEMO_RESOURCE_TEMPLATES: tuple[dict[str, Any], ...] = (
+    {
+        "uriTemplate": "metadata://Справочники/{name}",
+        "name": "Справочник",
+        "description": "Описание справочника по имени, например metadata://Справочники/Номенклатура",
+        "mimeType": "application/json",
+    },
+    {
+        "uriTemplate": "metadata://Документы/{name}",
+        "name": "Документ",
+        "description": "Структура документа по имени, например metadata://Документы/РеализацияТоваровУслуг",
+        "mimeType": "text/plain",
+    },
+)
 NOT_JSON_BODY = "Сеанс отсутствует или удален"  # 1C's text when the session behind the cookie is gone
 SESSION_COOKIE = "ibsession"
 MAX_SESSIONS = 10_000  # clients that drop cookies start a session per request; forget the oldest
@@ -113,6 +131,8 @@ class EmulatorState:
     tools: dict[str, DemoTool] = field(default_factory=demo_tools)
     resources: dict[str, DemoResource] = field(default_factory=demo_resources)
     prompts: dict[str, DemoPrompt] = field(default_factory=demo_prompts)
+    # None: resources/templates/list is -32601, as in the reference extension; else what it lists.
+    resource_templates: list[dict[str, Any]] | None = None
     calls: Counter[str] = field(default_factory=Counter)  # method or event -> requests, all users
     user_calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (1C user, method or event)
     in_flight: int = 0
@@ -319,6 +339,12 @@ def list_resources(state: EmulatorState, params: dict[str, Any], context: CallCo
     return {"resources": [r.listing() for r in state.resources.values() if context.user.may(r.right)]}
 
 
+def list_resource_templates(state: EmulatorState, params: dict[str, Any], context: CallContext) -> dict[str, Any]:
+    if state.resource_templates is None:
+        raise RpcError(-32601, "Неизвестный метод: resources/templates/list")
+    return {"resourceTemplates": list(state.resource_templates)}
+
+
 def read_resource(state: EmulatorState, params: dict[str, Any], context: CallContext) -> dict[str, Any]:
     uri = str(params.get("uri") or "")
     resource = state.resources.get(uri)  # exact string match, as 1C does
@@ -357,6 +383,7 @@ METHODS: dict[str, Callable[[EmulatorState, dict[str, Any], CallContext], dict[s
     "tools/call": call_tool,
     "resources/list": list_resources,
     "resources/read": read_resource,
+    "resources/templates/list": list_resource_templates,
     "prompts/list": list_prompts,
     "prompts/get": get_prompt,
 }
