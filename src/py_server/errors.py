@@ -44,6 +44,10 @@ class OneCTimeoutError(OneCConnectionError):
     """1C did not answer in time."""
 
 
+class OneCTLSError(OneCConnectionError):
+    """1C's web server answered, but its HTTPS certificate was refused or the TLS handshake failed."""
+
+
 class OneCBusyError(OneCError):
     """Every concurrency slot stayed taken for MCP_ONEC_QUEUE_TIMEOUT; the call was not sent."""
 

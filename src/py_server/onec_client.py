@@ -49,6 +49,7 @@ from .errors import (
     OneCResponseTooLarge,
     OneCRpcError,
     OneCTimeoutError,
+    OneCTLSError,
 )
 from .identity import OneCLogin
 from .redaction import Redactor, clip
@@ -845,7 +846,7 @@ class OneCClient:
         reason = self._redact(_reason(exc))
         tls = _tls_problem(exc, url)
         if tls is not None:  # the server answered: "is it running?" would send the user the wrong way
-            return OneCConnectionError(self._redact(tls))
+            return OneCTLSError(self._redact(tls))
         unreachable = "Is the web server running and the base published? Check MCP_ONEC_URL."
         if isinstance(exc, httpx.ConnectTimeout):
             connect = self._http.timeout.connect or 0
