@@ -4,7 +4,11 @@ dependencies runs the command and finds its knowledge base.
 
 What `pipx install .` and `uvx --from . onec-mcp-proxy` do, without needing either tool. It takes
 about 30 s (a build in pip's isolated environment, then an install from the package index, both
-served from pip's cache after the first run) and is skipped when the index cannot be reached."""
+served from pip's cache after the first run) and is skipped when the index cannot be reached.
+
+The source archive (`python -m build --sdist`) carries the licence and metadata a package index
+wants, and every file the test suite needs, so that the suite runs from the unpacked archive
+(`pip install -e ".[test]" && python -m pytest` there). Building it takes a few seconds more."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -33,6 +38,14 @@ OFFLINE_SIGNS = (
     "ReadTimeout",
 )
 _SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+# What a developer's checkout gathers besides the project's files; the copy the source archive is
+# built from leaves it out, except the files MANIFEST.in must keep out itself (a .env, the operator's
+# deploy/proxy.env, a knowledge-base index, bytecode).
+_NOT_A_PROJECT_FILE = shutil.ignore_patterns(
+    ".git", "build", "dist", ".venv", "venv", "*.egg-info", ".pytest_cache", ".ruff_cache", ".mypy_cache"
+)
+# The folders the test suite reads besides the package: every file of theirs belongs in the archive.
+SDIST_FOLDERS = ("tests", "bench", "deploy")
 
 
 def _pip(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -119,3 +132,110 @@ def test_a_fresh_venv_with_the_wheel_runs_the_command_with_its_knowledge_base(wh
     # The demo and the offline knowledge base, indexed from the installed files.
     report = run(scripts / "onec-mcp-proxy", "check", "--demo")
     assert "tools: 9" in report and f"{len(found) - 1} documents" in report
+
+
+def _project_files(*folders: str) -> set[str]:
+    """The files of these folders that the project has: in a git checkout, those git tracks or would
+    (untracked but not ignored); elsewhere, such as in an unpacked source archive, those on disk."""
+    if shutil.which("git") and (ROOT / ".git").exists():
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", *folders],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        return {name for name in listed.split("\0") if name and (ROOT / name).is_file()}
+    return {
+        path.relative_to(ROOT).as_posix()
+        for folder in folders
+        for path in (ROOT / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".sqlite3")
+    }
+
+
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The source archive of a copy of the checkout, built as `python -m build --sdist` builds it."""
+    checkout = tmp_path_factory.mktemp("sdist-checkout") / "onec-mcp-proxy"
+    shutil.copytree(ROOT, checkout, ignore=_NOT_A_PROJECT_FILE)
+    dist = tmp_path_factory.mktemp("sdist")
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--outdir", str(dist), str(checkout)],
+        cwd=dist,  # not the checkout, where a stale build/ folder would be imported as `build`
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    if result.returncode != 0 and "No module named build" in output:
+        pytest.skip('building the source archive needs `build`, one of the test dependencies: pip install -e ".[test]"')
+    _succeeded_or_skip(result, "building the source archive")
+    deprecated = [line.strip() for line in output.splitlines() if "Deprecat" in line or "deprecated" in line]
+    assert not deprecated, f"the build warns of a deprecation: {deprecated}"
+    (built,) = dist.glob("onec_mcp_proxy-*.tar.gz")
+    return built
+
+
+def _archive_files(sdist: Path) -> set[str]:
+    """The archive's files by their path in the project (without the top folder, name-version/)."""
+    with tarfile.open(sdist) as archive:
+        return {
+            member.name.split("/", 1)[1] for member in archive.getmembers() if member.isfile() and "/" in member.name
+        }
+
+
+def test_the_source_archive_carries_what_the_test_suite_needs(sdist: Path) -> None:
+    inside = _archive_files(sdist)
+    needed = {
+        "LICENSE",
+        "README.md",
+        "ARCHITECTURE.md",
+        "pyproject.toml",
+        "env.example",
+        "tests/__init__.py",
+        "tests/conftest.py",
+        "tests/pii_corpus/__init__.py",
+        "tests/pii_corpus/labels.json",
+        "deploy/.gitignore",
+        "deploy/Dockerfile",
+        "deploy/proxy.env.example",
+        "src/py_server/main.py",
+    }
+    assert needed <= inside, f"missing from the source archive: {sorted(needed - inside)}"
+    missing = _project_files(*SDIST_FOLDERS) - inside
+    assert not missing, f"add a pattern for these to MANIFEST.in: {sorted(missing)}"
+    assert {f"src/{name}" for name in _package_files()} <= inside
+    # Nothing a checkout gathers: bytecode, a settings file with secrets, an index, a cache.
+    stray = [
+        name
+        for name in inside
+        if name.endswith((".pyc", ".sqlite3"))
+        or Path(name).name in (".env", "proxy.env")
+        or "__pycache__" in name
+        or "cache/" in name
+    ]
+    assert not stray, stray
+
+
+def test_the_source_archive_metadata_is_what_a_package_index_wants(sdist: Path) -> None:
+    with tarfile.open(sdist) as archive:
+        (pkg_info,) = (
+            member
+            for member in archive.getmembers()
+            if member.name.count("/") == 1 and member.name.endswith("/PKG-INFO")
+        )
+        extracted = archive.extractfile(pkg_info)
+        assert extracted is not None
+        metadata = extracted.read().decode("utf-8")
+    headers = metadata.split("\n\n", 1)[0].splitlines()
+    # PEP 639: an SPDX expression and the licence file, not a free-text licence or a licence classifier.
+    assert "License-Expression: MIT" in headers
+    assert "License-File: LICENSE" in headers
+    assert not [line for line in headers if line.startswith(("License:", "Classifier: License ::"))]
+    # The README is the project's page on the index, rendered as Markdown.
+    assert "Description-Content-Type: text/markdown" in headers
+    assert metadata.split("\n\n", 1)[1].startswith("# onec-mcp-proxy")
+    assert "MIT License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
