@@ -896,6 +896,8 @@ async def test_create_http_client_configures_base_url_timeouts_and_headers() -> 
         assert not http.follow_redirects
         assert http.headers["Accept"] == "application/json"
         assert http.headers["User-Agent"] == f"onec-mcp-proxy/{__version__}"
+        # Below the 5 s keep-alive of Apache and uvicorn, so a call never rides a connection being closed.
+        assert http._transport._pool._keepalive_expiry == 3.0  # type: ignore[attr-defined]
 
 
 async def test_basic_auth_is_sent_with_a_cyrillic_user(onec: respx.MockRouter) -> None:

@@ -81,6 +81,7 @@ MIB = 2**20
 # An error page is only shown as a 200-character excerpt: its first KB are enough.
 ERROR_BODY_LIMIT = 8 * 1024
 _DISCOVERY_PATHS: tuple[Literal["manifest", "health"], ...] = ("manifest", "health")
+KEEPALIVE_EXPIRY = 3.0  # seconds an idle connection to 1C is kept for reuse
 _POST_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 _BOM = b"\xef\xbb\xbf"
 # 1C's "{ОбщийМодуль.mcp_APIBackend.Модуль(263)}: " (newer platforms add a column: "(263,5)").
@@ -219,7 +220,10 @@ def create_http_client(
         auth=auth,
         timeout=httpx.Timeout(settings.onec_timeout, connect=settings.onec_connect_timeout),
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+        # An idle connection is dropped before the web server's own keep-alive ends it (Apache: 5 s,
+        # as httpx's default): otherwise a call sent on it just as the server closes it fails, and a
+        # tools/call is never retried.
+        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=KEEPALIVE_EXPIRY),
         headers={"Accept": "application/json", "User-Agent": f"onec-mcp-proxy/{__version__}"},
         # 1C is usually on the LAN: HTTP(S)_PROXY and the system proxy are meant for other traffic and
         # would send the 1C login through a proxy. Only MCP_ONEC_HTTP_PROXY puts one in between.
