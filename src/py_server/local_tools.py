@@ -10,13 +10,18 @@ report that upstream's state to `/health` and `check`.
 
 A handler should return `isError` results itself; anything it raises still becomes an `isError`
 result here, so nothing escapes a local tool.
+
+An extra loads its heavy parts when first used, never at start-up; one that has work worth doing
+before its first call (the local knowledge base's index) has `warm_up()`, which the front-ends run
+in the background once they serve (`warm_up(proxy.extras)`). A call that comes first does the same
+work itself, or waits for it; it never fails because the warm-up has not finished.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -67,6 +72,22 @@ class Extra(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+    # Optional: `async def warm_up(self) -> None`, the work its first call would otherwise do,
+    # done ahead in the background; idempotent, never raises (see `warm_up` below).
+
+
+async def warm_up(extras: Iterable[Extra]) -> None:
+    """Warm up the extras that can, one after another. Meant to run in the background once a
+    front-end serves; a failure is logged here, and reported again by the tool when called."""
+    for extra in extras:
+        warm: Callable[[], Awaitable[None]] | None = getattr(extra, "warm_up", None)
+        if warm is None:
+            continue
+        try:
+            await warm()
+        except Exception:  # the extra's own calls report the problem; serving goes on
+            logger.warning("warming up the %s extra failed", extra.name, exc_info=True)
 
 
 def execution_meta(started: float) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from .bases import load_bases
 from .config import Settings, require_consistent_identity, require_onec_url
 from .errors import ConfigError
 from .extras import create_extras
-from .group_policy import GroupPolicies, load_policy_file
 from .mcp_server import BaseSpec, MCPProxy
 from .onec_client import OneCClient, TotalSlots
 from .policy import Policy, PolicyResolver, Rules, SamePolicyForAll
@@ -49,4 +48,6 @@ def build_policies(settings: Settings, labels: Mapping[str, str] | None = None) 
     policy = Policy(Rules.from_settings(settings, labels))
     if settings.policy_file is None:
         return SamePolicyForAll(policy)
+    from .group_policy import GroupPolicies, load_policy_file
+
     return GroupPolicies(policy, load_policy_file(settings.policy_file))

@@ -33,16 +33,18 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
-import jwt
 from mcp.server.auth.provider import AccessToken
 
 from py_server.config import Settings
 from py_server.errors import ConfigError, ProxyError
 from py_server.redaction import clip
+
+if TYPE_CHECKING:
+    import jwt  # imported where used: PyJWT and its crypto backend load only when OAuth is configured
 
 __all__ = [
     "ALGORITHMS",
@@ -94,6 +96,8 @@ class _Key:
     built: dict[str, jwt.PyJWK] = field(default_factory=dict)
 
     def for_algorithm(self, alg: str) -> jwt.PyJWK:
+        import jwt
+
         if self.alg is not None and self.alg != alg:
             raise TokenRejected(f"the token is signed with {alg}, but the issuer's key {self.kid!r} is for {self.alg}")
         key = self.built.get(alg)
@@ -349,6 +353,8 @@ class JWTVerifier:
             raise self._unavailable(f"GET {url} did not answer JSON") from None
 
     def _parse_key_set(self, document: Any, url: str) -> tuple[_Key, ...]:
+        import jwt
+
         entries = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(entries, list):
             raise self._unavailable(f"{url} is not a key set (a JSON object with a 'keys' list)")
@@ -371,6 +377,8 @@ class JWTVerifier:
     # --- claims ----------------------------------------------------------------------------
 
     def _decode(self, token: str, key: jwt.PyJWK, kid: str | None) -> dict[str, Any]:
+        import jwt
+
         issuers = [self.issuer] if self._announced_issuer is None else [self.issuer, self._announced_issuer]
         try:
             return jwt.decode(
@@ -451,6 +459,8 @@ def _claim_value(claims: dict[str, Any], name: str) -> Any:
 
 
 def _algorithm_and_kid(token: str) -> tuple[str, str | None]:
+    import jwt
+
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
-
-import snowballstemmer
+from typing import Any
 
 CHUNK_SIZE, CHUNK_OVERLAP = 1500, 300  # the managed service's defaults
 _WORD = re.compile(r"[0-9a-zа-яё]+")
@@ -37,7 +36,7 @@ _STOP_WORDS = (
     "быть был была было были есть нужно можно"
 )
 _STOP = frozenset(_STOP_WORDS.split())
-_STEMMER = snowballstemmer.stemmer("russian")
+_STEMMER: Any = None  # made on first use: importing snowballstemmer loads all its 36 languages
 _STEM_LOCK = threading.Lock()  # the stemmer object keeps state between calls
 
 
@@ -50,7 +49,12 @@ def _stem_word(word: str) -> str:
     # Cached: Snowball costs ~20 µs a word in pure Python and a corpus repeats its words a lot.
     if word in _IRREGULAR:
         return _IRREGULAR[word]
+    global _STEMMER
     with _STEM_LOCK:
+        if _STEMMER is None:
+            import snowballstemmer
+
+            _STEMMER = snowballstemmer.stemmer("russian")
         return _STEMMER.stemWord(word)
 
 

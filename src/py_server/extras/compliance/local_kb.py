@@ -6,7 +6,11 @@ and a query is the OR of its stemmed words, ranked by bm25().
 
     stats = build_index(Path("docs"), Path("kb.sqlite"))   # what `onec-mcp-proxy kb index` runs
     kb = LocalKnowledgeBase()                              # the shipped documents, in memory
+    await kb.warm_up()                                     # optional: build it in the background now
     documents = await kb.retrieve("повторный ремонт")
+
+sqlite3 and the stemmer are imported by the first build, not with this module: a proxy builds the
+index in the background once it serves, never before.
 """
 
 from __future__ import annotations
@@ -14,15 +18,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import ProxyError
 from .chunking import match_expression, split_sections, split_text, tokens
 from .models import RagDocument
+
+if TYPE_CHECKING:
+    import sqlite3
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,8 @@ def format_stats(stats: IndexStats) -> str:
 
 
 def _connect(target: str) -> sqlite3.Connection:
+    import sqlite3
+
     try:
         conn = sqlite3.connect(target, check_same_thread=False)  # used from worker threads, locked
         conn.executescript(
@@ -160,6 +169,8 @@ def _insert(conn: sqlite3.Connection, name: str, text: str) -> int:
 
 def _build(target: str, source_dir: Path) -> tuple[sqlite3.Connection, IndexStats]:
     """Open the index `target` (a file or ":memory:") and refresh it from `source_dir`."""
+    import sqlite3
+
     try:
         if target != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -217,8 +228,17 @@ class LocalKnowledgeBase:
             return self.stats
 
     async def ensure_open(self) -> IndexStats:
-        async with self._open_lock:  # concurrent first calls wait for one build
+        async with self._open_lock:  # concurrent first calls (and the warm-up) wait for one build
             return self.stats if self.stats and self._conn else await asyncio.to_thread(self.open)
+
+    async def warm_up(self) -> None:
+        """Build the index in a worker thread now, so that the first call finds it ready; a call
+        made meanwhile waits for this build. Never raises: a failure is logged here, and the next
+        call tries again and reports it."""
+        try:
+            await self.ensure_open()
+        except KnowledgeBaseError as exc:
+            logger.warning("local knowledge base: %s", exc)
 
     def search(self, query: str, limit: int | None = None) -> list[RagDocument]:
         """Best chunks first (bm25); blocking. relevance_score = -bm25, higher is better."""

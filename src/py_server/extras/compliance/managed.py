@@ -151,6 +151,9 @@ class ManagedRagBackend:
             f"version {self.knowledge_base_version}"
         )
 
+    async def warm_up(self) -> None:
+        """Nothing to prepare: no request goes to Cloud.ru before a client asks for one."""
+
     async def aclose(self) -> None:
         """The HTTP client belongs to whoever created it (ComplianceExtra)."""
 

@@ -15,19 +15,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import httpx
 from mcp import types
 from pydantic import SecretStr
 
 from ...config import Settings, env_name
 from ...errors import UpstreamError
 from ...local_tools import ExtraStatus, LocalTool, error_result, execution_meta
-from .iam import Clock, IamTokenProvider
 from .local_kb import KnowledgeBaseError, LocalKnowledgeBase
-from .managed import ManagedRagBackend
 from .models import ComplianceRagArgs, ComplianceRagStructured, RagDocument, format_text
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .iam import Clock
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class RagBackend(Protocol):
     def knowledge_base_version(self) -> str: ...
     async def retrieve(self, query: str) -> list[RagDocument]: ...
     async def probe(self) -> str: ...
+    async def warm_up(self) -> None: ...
     async def aclose(self) -> None: ...
 
 
@@ -111,6 +114,11 @@ class ComplianceExtra:
         kind, self._problem = choose_backend(settings)
         self.backend: RagBackend | None = None
         if kind == "managed":
+            import httpx
+
+            from .iam import IamTokenProvider
+            from .managed import ManagedRagBackend
+
             # One pooled client for IAM and retrieve: both go to Cloud.ru, keep-alive helps both.
             self._client = http_client or httpx.AsyncClient(timeout=settings.rag_timeout)
             assert settings.rag_key_id and settings.rag_key_secret and settings.rag_knowledge_base_id
@@ -134,12 +142,20 @@ class ComplianceExtra:
                 timeout=settings.rag_timeout,
             )
         elif kind == "local":
+            # Nothing is read yet: the index is built by warm_up() in the background, or by the first call.
             self.backend = LocalKnowledgeBase(settings.kb_dir, settings.kb_index, limit=settings.rag_retrieve_limit)
         self._tools = [LocalTool(definition=tool_definition(self.backend), handler=self.call)] if self.backend else []
 
     @property
     def tools(self) -> Sequence[LocalTool]:
         return self._tools
+
+    async def warm_up(self) -> None:
+        """Local: build or refresh the index in a worker thread, so that the first call finds it
+        ready (a call made meanwhile waits for this build). Managed: nothing (no call is made to
+        Cloud.ru before a client asks). Never raises."""
+        if self.backend is not None:
+            await self.backend.warm_up()
 
     async def status(self) -> ExtraStatus:
         """Managed: get (or reuse) an IAM token; local: build/open the index. Never raises."""

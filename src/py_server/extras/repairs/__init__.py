@@ -3,14 +3,22 @@
 
     extra = create(settings)      # no tools unless MCP_REPAIRS_API_URL is set
     registry = ToolRegistry(extra.tools)
+
+Importing the package costs nothing: the names below are imported from their modules when first
+used, and a proxy without MCP_REPAIRS_API_URL never loads the tools' models or HTTP client.
 """
 
 from __future__ import annotations
 
-from ...config import Settings
-from .client import RepairsApiClient
-from .tools import TOOL_NAMES, RepairsExtra
-from .vin import InvalidVinError, normalize_vin, validate_vin
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ...config import Settings
+    from .client import RepairsApiClient
+    from .extra import RepairsExtra
+    from .tools import TOOL_NAMES
+    from .vin import InvalidVinError, normalize_vin, validate_vin
 
 __all__ = [
     "TOOL_NAMES",
@@ -22,7 +30,31 @@ __all__ = [
     "validate_vin",
 ]
 
+_MODULES = {
+    "TOOL_NAMES": "tools",
+    "InvalidVinError": "vin",
+    "RepairsApiClient": "client",
+    "RepairsExtra": "extra",
+    "normalize_vin": "vin",
+    "validate_vin": "vin",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 def create(settings: Settings) -> RepairsExtra:
     """The `repairs` extra for these settings (its tools are empty when the API URL is not set)."""
+    from .extra import RepairsExtra
+
     return RepairsExtra(settings)

@@ -1,8 +1,7 @@
-"""The four repair-history tools and the `repairs` extra that serves them.
+"""The four repair-history tools (the `repairs` extra in `extra.py` serves them).
 
-    extra = RepairsExtra(settings)                    # tools only when MCP_REPAIRS_API_URL is set
-    result = await extra.tools[0].handler({"vin": "XWEG3417BN0009095"})
-    await extra.aclose()
+    tools = [build_tool(spec, client) for spec in SPECS]
+    result = await tools[0].handler({"vin": "XWEG3417BN0009095"})
 
 Every handler returns a `CallToolResult`: Russian text, `structuredContent` matching the tool's
 `outputSchema`, and `_meta` (execution_time_ms, data_source, record_count, timestamp, vin;
@@ -13,24 +12,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mcp import types
 from pydantic import BaseModel, Field
 
-from ...config import Settings
 from ...errors import UpstreamError
-from ...local_tools import ExtraStatus, LocalTool, error_result, execution_meta
+from ...local_tools import LocalTool, error_result, execution_meta
 from . import formatters, models
-from .client import PROBE_VIN, RepairsApiClient
+from .client import RepairsApiClient
 from .vin import VIN_FORMAT_HINT, InvalidVinError, validate_vin
 
 logger = logging.getLogger(__name__)
 
-_NOT_CONFIGURED = "MCP_REPAIRS_API_URL is not set: the repair-history tools are off"
-PROBE_TIMEOUT = 5.0  # /health must stay snappy even when the API's own timeout is 30 s
 ANNOTATIONS = types.ToolAnnotations(
     read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
 )
@@ -187,54 +183,3 @@ def _finish(meta: dict[str, Any], started: float, *, error_type: str | None = No
     if error_type is not None:
         meta["error_type"] = error_type
     return meta
-
-
-class RepairsExtra:
-    """The `repairs` extra: four tools over the repairs API, or none when it is not configured.
-
-    Args:
-        settings: reads `repairs_api_url`, `repairs_api_key`, `repairs_api_timeout`.
-        client: an already built client (tests, demo); default: `RepairsApiClient.from_settings`.
-    """
-
-    name = "repairs"
-
-    def __init__(self, settings: Settings, *, client: RepairsApiClient | None = None) -> None:
-        self._client: RepairsApiClient | None = None
-        self._tools: tuple[LocalTool, ...] = ()
-        self._keyless = settings.repairs_api_key is None or not settings.repairs_api_key.get_secret_value()
-        if settings.repairs_api_url is None:
-            return
-        if self._keyless:
-            logger.warning("MCP_REPAIRS_API_KEY is not set: calling the repairs API without authorization")
-        self._client = client or RepairsApiClient.from_settings(settings)
-        self._tools = tuple(build_tool(spec, self._client) for spec in SPECS)
-
-    @property
-    def tools(self) -> Sequence[LocalTool]:
-        return self._tools
-
-    async def status(self) -> ExtraStatus:
-        """Probe `/api/dnm/<dummy VIN>`: any answer but 401/403/5xx means reachable. Never raises."""
-        names = [tool.name for tool in self._tools]
-        if self._client is None:
-            return ExtraStatus(self.name, "not configured", _NOT_CONFIGURED, names)
-        try:
-            await self._client.get_json(f"/api/dnm/{PROBE_VIN}", time_limit=PROBE_TIMEOUT)
-        except UpstreamError as exc:
-            answered = exc.error_type in ("http_error", "invalid_response")
-            if answered and (exc.http_status or 0) < 500:
-                # The API answered (e.g. 422 for our dummy VIN): up, and the key was accepted.
-                return ExtraStatus(self.name, "reachable", self._reachable_detail(self._client), names)
-            return ExtraStatus(self.name, "failing", str(exc), names)
-        except Exception as exc:  # status() is a health probe: it reports, it never raises
-            logger.exception("repairs API probe failed")
-            return ExtraStatus(self.name, "failing", f"probe failed: {type(exc).__name__}", names)
-        return ExtraStatus(self.name, "reachable", self._reachable_detail(self._client), names)
-
-    def _reachable_detail(self, client: RepairsApiClient) -> str:
-        return client.base_url + (" (no MCP_REPAIRS_API_KEY)" if self._keyless else "")
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
