@@ -30,7 +30,7 @@ from py_server.local_tools import warm_up
 from py_server.stdio_server import serve
 from py_server.wiring import build_proxy
 
-from .conftest import proxy_settings, settings_env
+from .conftest import http_proxy, proxy_settings, settings_env
 
 QUERY = {"query": "повторный ремонт"}
 # Never on the stdio path with these settings (no metrics port, no OAuth, no repairs API).
@@ -231,3 +231,19 @@ def test_the_http_app_loads_jwt_only_with_oauth_and_prometheus_client_only_when_
     assert loaded(built, ("prometheus_client", "jwt", *KNOWLEDGE_BASE_MODULES)) == []
     assert "prometheus_client" in scraped and "jwt" not in scraped
     assert "# TYPE onec_mcp_requests_total counter" in body and "onec_mcp_onec_up" in body
+
+
+def test_the_http_front_end_indexes_the_knowledge_base_in_the_background_once_it_serves(
+    emulator: OneCEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = threading.Event()
+    build = local_kb._build
+
+    def observed_build(target: str, source_dir: Path) -> Any:
+        started.set()
+        return build(target, source_dir)
+
+    monkeypatch.setattr(local_kb, "_build", observed_build)
+    with http_proxy(default_settings(emulator)) as server:
+        assert httpx.get(f"{server.url}/health/live").status_code == 200
+        assert started.wait(30)  # nobody called compliance_rag, yet the index is being built

@@ -22,6 +22,7 @@ uvicorn.run(app, host="127.0.0.1", port=8000, **uvicorn_options(settings))
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -59,6 +60,7 @@ from .http_replies import (
 from .http_security import BASES_PREFIX, METADATA_PATH, RequestGuard, is_authenticated, resource_url, route_path
 from .identity.http_auth import Authenticator
 from .identity.oauth import JWTVerifier
+from .local_tools import warm_up
 from .mcp_server import MCPProxy
 from .ops_page import page_response, wants_html
 
@@ -404,7 +406,13 @@ def create_app(proxy: MCPProxy, *, verifier: JWTVerifier | None = None) -> FastA
             async with proxy.running(), contextlib.AsyncExitStack() as managers:
                 for endpoint in endpoints:
                     await managers.enter_async_context(endpoint.manager.run())
-                yield
+                # The extras' slow parts (the local knowledge base's index) are built in the background
+                # once the app serves, never before.
+                warming = asyncio.create_task(warm_up(proxy.extras), name="warm-up-extras")
+                try:
+                    yield
+                finally:
+                    warming.cancel()
         finally:
             if verifier is not None:
                 await verifier.aclose()

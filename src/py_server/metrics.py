@@ -44,7 +44,17 @@ __all__ = ["UNKNOWN", "Metrics", "OneCOutcome"]
 UNKNOWN = "unknown"
 OneCOutcome = Literal["ok", "rpc_error", "http_error", "timeout", "unreachable", "busy"]
 # MCP methods the proxy answers; anything else is counted as "other".
-MCP_METHODS = frozenset({"tools/list", "tools/call", "resources/list", "resources/read", "prompts/list", "prompts/get"})
+MCP_METHODS = frozenset(
+    {
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "prompts/list",
+        "prompts/get",
+    }
+)
 ONEC_METHODS = frozenset(
     {
         "initialize",
@@ -52,6 +62,7 @@ ONEC_METHODS = frozenset(
         "tools/list",
         "tools/call",
         "resources/list",
+        "resources/templates/list",
         "resources/read",
         "prompts/list",
         "prompts/get",

@@ -103,7 +103,9 @@ class RepairsApiClient:
     def _decode(self, response: httpx.Response) -> Any:
         status = response.status_code
         if status == 404:
-            logger.info("repairs API: 404 for %s (no records)", response.request.url.path)
+            logger.debug(
+                "repairs API: 404 for %s (no records)", response.request.url.path
+            )  # the health probe asks every time
             return None
         if status in (401, 403):
             reason = "ключ не принят" if status == 401 else "доступ запрещён"
