@@ -10,8 +10,9 @@ used, and a proxy without MCP_REPAIRS_API_URL never loads the tools' models or H
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ...lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -40,17 +41,7 @@ _MODULES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _MODULES, __all__)
 
 
 def create(settings: Settings) -> RepairsExtra:
