@@ -9,17 +9,26 @@ and a query is the OR of its stemmed words, ranked by bm25().
     await kb.warm_up()                                     # optional: build it in the background now
     documents = await kb.retrieve("повторный ремонт")
 
-sqlite3 and the stemmer are imported by the first build, not with this module: a proxy builds the
-index in the background once it serves, never before.
+Files are read as UTF-8 (with or without a BOM) or as UTF-16/32 with a BOM. Any other file is
+handed to charset-normalizer, which may only choose between the encodings Russian documents made on
+Windows come in (cp1251, koi8-r, cp866, UTF-16/32 without a BOM, and cp1252 for Latin text); a file
+it cannot tell, or one that is binary, is skipped. The stats name every file read in another encoding
+and every file skipped, with the reason.
+
+sqlite3, the stemmer and charset-normalizer are imported by the first build (charset-normalizer only
+for a file that is not UTF-8), not with this module: a proxy builds the index in the background once
+it serves, never before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hashlib
 import logging
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,12 +43,117 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "knowledge_base"
-SCHEMA_VERSION = "1"  # bump when chunking or stemming changes: an old index is then rebuilt whole
+# Bump when decoding, chunking or stemming changes: an old index is then rebuilt whole.
+# 2: files in cp1251/UTF-16... are decoded, not indexed as U+FFFD garbage (which "unchanged" would keep).
+SCHEMA_VERSION = "2"
 _SUFFIXES = (".md", ".txt")
+# Byte-order marks, longest first (the UTF-32 LE mark begins with the UTF-16 LE one).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32 LE"),
+    (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32 BE"),
+    (codecs.BOM_UTF8, "utf-8", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16 LE"),
+    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16 BE"),
+)
+# What charset-normalizer may choose from, most likely first (it keeps this order on a tie, e.g. a
+# single word that reads as Russian in all three Cyrillic code pages). Any other answer of a free
+# detector was wrong in tests more often than right: koi8-r text came back as Shift_JIS, cp1251 with
+# English words as cp1250.
+_SINGLE_BYTE = ("cp1251", "koi8_r", "cp866", "cp1252")
+_WIDE = ("utf_16_le", "utf_16_be", "utf_32_le", "utf_32_be")  # text with NUL bytes and no BOM
+_NAMES = {
+    "cp1251": "cp1251 (Windows Cyrillic)",
+    "koi8_r": "KOI8-R",
+    "cp866": "cp866 (DOS Cyrillic)",
+    "cp1252": "cp1252 (Windows Latin)",
+    "utf_16_le": "UTF-16 LE without a byte-order mark",
+    "utf_16_be": "UTF-16 BE without a byte-order mark",
+    "utf_32_le": "UTF-32 LE without a byte-order mark",
+    "utf_32_be": "UTF-32 BE without a byte-order mark",
+}
+_NOT_TEXT = frozenset(("Cc", "Co", "Cn", "Cs"))  # control, private use, unassigned, surrogate
+_IF_TEXT = "if it is a text document, save it as UTF-8"
 
 
 class KnowledgeBaseError(ProxyError):
     """The local knowledge base cannot be built or read. The text says what to do."""
+
+
+class UnreadableDocument(ValueError):
+    """A document that is not text, or whose encoding cannot be told; the text says why."""
+
+
+def decode_document(data: bytes) -> tuple[str, str | None]:
+    """The text of a document, and how it was read when that was not plain UTF-8 (None when it was).
+
+    Raises:
+        UnreadableDocument: binary data, or not UTF-8 and no encoding that reads as text.
+    """
+    for bom, codec, label in _BOMS:
+        if data.startswith(bom):
+            body = data[len(bom) :]
+            if codec == "utf-8":
+                return _decode_utf8(body)
+            decoder = codecs.getincrementaldecoder(codec)()
+            try:  # not final: a file cut short ends in half a character, which is left out
+                text = decoder.decode(body, final=False)
+            except UnicodeDecodeError:
+                continue  # "FF FE 00 00" that is UTF-16 after all, or binary data that begins like a BOM
+            if _looks_like_text(text):
+                cut = ", its incomplete last character left out" if decoder.getstate()[0] else ""
+                return text, f"{label} (byte-order mark){cut}"
+    if b"\x00" not in data:
+        try:
+            return data.decode("utf-8"), None
+        except UnicodeDecodeError:
+            pass
+        if _mostly_utf8(data):
+            return _decode_utf8(data)
+    return _detect(data)
+
+
+def _decode_utf8(data: bytes) -> tuple[str, str | None]:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:  # not final: a file cut short ends in half a letter, which is left out
+        text = decoder.decode(data, final=False)
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        return text, f"UTF-8, {text.count(chr(0xFFFD))} invalid byte sequence(s) replaced"
+    return text, ("UTF-8, its incomplete last character left out" if decoder.getstate()[0] else None)
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """A UTF-8 file with a few broken bytes (cut in the middle of a letter, one stray byte), not a
+    file in a single-byte code page, where hardly any non-ASCII letter makes a valid UTF-8 sequence."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text = decoder.decode(data, final=False)
+    broken = text.count("\ufffd")
+    good = sum(1 for ch in text if ord(ch) > 0x7F) - broken
+    return broken * 20 <= good  # a cut last letter (left in the decoder) does not count
+
+
+def _detect(data: bytes) -> tuple[str, str | None]:
+    wide = b"\x00" in data  # NUL bytes: UTF-16/32 without a BOM, or not text at all
+    import charset_normalizer  # ~50 ms to import: only ever for a file that is not UTF-8
+
+    best = charset_normalizer.from_bytes(data, cp_isolation=list(_WIDE if wide else _SINGLE_BYTE)).best()
+    text = str(best) if best is not None else ""
+    if best is None or not _looks_like_text(text):
+        if wide:
+            raise UnreadableDocument(f"not text: binary data (NUL bytes that do not read as UTF-16); {_IF_TEXT}")
+        raise UnreadableDocument(
+            f"not UTF-8, and its encoding could not be told (tried cp1251, KOI8-R, cp866, cp1252); {_IF_TEXT}"
+        )
+    return text, _NAMES.get(best.encoding, best.encoding)
+
+
+def _looks_like_text(text: str) -> bool:
+    """Some letters, and (nearly) no control characters but line breaks and tabs, private-use or
+    unassigned code points: what binary data read as UTF-16 or a code page is full of."""
+    if not any(ch.isalpha() for ch in text):
+        return False
+    odd = sum(1 for ch in text if ch not in "\t\n\r\f\v" and unicodedata.category(ch) in _NOT_TEXT)
+    return odd * 100 <= len(text)
 
 
 @dataclass(frozen=True)
@@ -53,14 +167,26 @@ class IndexStats:
     documents: int  # files in the index after the refresh
     version: str
     elapsed_ms: float
+    # (file, encoding) for each file indexed now that was not plain UTF-8, e.g. ("02.txt", "cp1251 (...)")
+    decoded: tuple[tuple[str, str], ...] = ()
+    # (file, reason) for each file left out of the index: binary, or an encoding that cannot be told
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 def format_stats(stats: IndexStats) -> str:
-    return (
+    """One summary line, then one line for each file read in another encoding or skipped."""
+    skipped = f", {len(stats.skipped)} skipped" if stats.skipped else ""
+    summary = (
         f"Knowledge base {stats.source_dir} -> {stats.index}: {stats.files_indexed} file(s) indexed, "
-        f"{stats.files_unchanged} unchanged, {stats.files_removed} removed; {stats.documents} document(s), "
+        f"{stats.files_unchanged} unchanged, {stats.files_removed} removed{skipped}; {stats.documents} document(s), "
         f"{stats.chunks} chunk(s), version {stats.version}, {stats.elapsed_ms:.1f} ms"
     )
+    return "\n".join([summary, *_file_lines(stats)])
+
+
+def _file_lines(stats: IndexStats) -> list[str]:
+    lines = [f"  {name}: read as {encoding}" for name, encoding in stats.decoded]
+    return lines + [f"  {name}: skipped, {reason}" for name, reason in stats.skipped]
 
 
 def _connect(target: str) -> sqlite3.Connection:
@@ -76,7 +202,7 @@ def _connect(target: str) -> sqlite3.Connection:
             "CREATE INDEX IF NOT EXISTS chunks_file ON chunks(file);"
         )
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is not None and row[0] != SCHEMA_VERSION:  # older chunking/stemming: start over
+        if row is not None and row[0] != SCHEMA_VERSION:  # older decoding/chunking/stemming: start over
             conn.executescript("DROP TABLE IF EXISTS chunks_fts; DELETE FROM chunks; DELETE FROM files;")
         # Column 0: the stemmed heading path (weighted up in bm25), column 1: the stemmed text.
         conn.execute(
@@ -115,6 +241,8 @@ def _refresh(conn: sqlite3.Connection, source_dir: Path, index: str) -> IndexSta
     files = _source_files(source_dir)
     known = dict(conn.execute("SELECT name, sha256 FROM files").fetchall())
     indexed = unchanged = 0
+    decoded: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
     with conn:
         for name in known.keys() - files.keys():
             _drop(conn, name)
@@ -124,8 +252,15 @@ def _refresh(conn: sqlite3.Connection, source_dir: Path, index: str) -> IndexSta
             if known.get(name) == digest:
                 unchanged += 1
                 continue
-            _drop(conn, name)
-            count = _insert(conn, name, data.decode("utf-8-sig", errors="replace"))
+            _drop(conn, name)  # also when it cannot be read now: its old text is gone
+            try:
+                text, encoding = decode_document(data)
+            except UnreadableDocument as exc:
+                skipped.append((name, str(exc)))
+                continue
+            if encoding is not None:
+                decoded.append((name, encoding))
+            count = _insert(conn, name, text)
             conn.execute("INSERT INTO files VALUES (?, ?, ?)", (name, digest, count))
             indexed += 1
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('source_dir', ?)", (str(source_dir),))
@@ -141,6 +276,8 @@ def _refresh(conn: sqlite3.Connection, source_dir: Path, index: str) -> IndexSta
         documents=len(rows),
         version=version,
         elapsed_ms=(time.perf_counter() - started) * 1000,
+        decoded=tuple(decoded),
+        skipped=tuple(skipped),
     )
 
 
@@ -200,6 +337,16 @@ def build_index(source_dir: Path, index_path: Path) -> IndexStats:
     return stats
 
 
+def _log_stats(stats: IndexStats) -> None:
+    """format_stats as log records: the summary, then one record per file (a warning if skipped)."""
+    summary, *_ = format_stats(stats).split("\n", 1)
+    logger.info("%s", summary)
+    for name, encoding in stats.decoded:
+        logger.info("knowledge base: %s read as %s", name, encoding)
+    for name, reason in stats.skipped:
+        logger.warning("knowledge base: %s skipped, %s", name, reason)
+
+
 class LocalKnowledgeBase:
     backend = "local"
     data_source = "local_kb"
@@ -224,7 +371,7 @@ class LocalKnowledgeBase:
             if self._conn is None or self.stats is None:
                 target = str(self.index_path) if self.index_path else ":memory:"
                 self._conn, self.stats = _build(target, self.source_dir)
-                logger.info("%s", format_stats(self.stats))
+                _log_stats(self.stats)
             return self.stats
 
     async def ensure_open(self) -> IndexStats:
