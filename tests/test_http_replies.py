@@ -217,3 +217,14 @@ async def test_progress_stops_when_the_call_ends(emulator: OneCEmulator) -> None
         # A ticker left running would be due at 2 s, while this call runs (1.3 s to 2.6 s).
         await session.call_tool("get_metadata", {})
     assert heard == [pytest.approx(1.0, abs=0.3)]
+
+
+def test_a_late_answer_streams_in_stateless_mode_too(emulator: OneCEmulator) -> None:
+    emulator.state.latency = 1.5
+    settings = proxy_settings(emulator, sse_ping_interval=0.2, stateless_http=True)
+    headers = {**ACCEPT_BOTH, "Mcp-Protocol-Version": "2025-11-25"}
+    with http_proxy(settings) as server, httpx.Client(timeout=30) as client:
+        reply = client.post(f"{server.url}/mcp", json=_call(2), headers=headers)
+    assert reply.headers["content-type"] == "text/event-stream"
+    assert reply.text.startswith(": ping\r\n\r\n")
+    assert '"id":2' in reply.text.split("data: ", 1)[1]

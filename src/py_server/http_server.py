@@ -239,6 +239,7 @@ class _StreamableHTTPEndpoint:
         self._manager = manager
         self._max_body = max_body
         self._ping_interval = proxy.settings.sse_ping_interval
+        self._stateless = proxy.settings.stateless_http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -249,7 +250,10 @@ class _StreamableHTTPEndpoint:
         body, receive = await read_body(receive, self._max_body)
         one_body = opens != "listen" and not asks_for_progress(body)
         with answering_in_one_body(one_body):
-            if one_body and opens is None and "text/event-stream" in headers.get("accept", ""):
+            # A stream's head goes out before the answer, so it cannot carry the id of a session the
+            # request is still opening: such a request (a stateful initialize) waits as plain JSON.
+            may_stream = opens is None or self._stateless
+            if one_body and may_stream and "text/event-stream" in headers.get("accept", ""):
                 stream_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
                 if "mcp-session-id" in headers:
                     stream_headers.append((b"mcp-session-id", headers["mcp-session-id"].encode("latin-1")))
