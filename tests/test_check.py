@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from py_server.check import run_check
+from py_server.check import hint, run_check
 from py_server.demo.idp import IdentityProvider
 from py_server.demo.onec_emulator import OneCEmulator
+from py_server.errors import OneCConnectionError, OneCHTTPError, OneCProtocolError, OneCRpcError, OneCTLSError
 
 from .conftest import proxy_settings
 
@@ -55,13 +56,66 @@ async def test_a_failing_extra_exits_1(emulator: OneCEmulator) -> None:
     assert "[FAIL] extra repairs: failing" in out
 
 
-async def test_a_cause_that_fails_every_list_prints_its_hint_once(emulator: OneCEmulator) -> None:
+async def test_a_cause_that_fails_every_list_says_what_to_do_in_its_own_lines_only(emulator: OneCEmulator) -> None:
     emulator.state.fault = "html_500"  # every POST rpc answers the IIS error page; discovery GETs still work
     code, out = await check(emulator)
     assert code == 1, out
-    assert out.count("[FAIL]") == 3
-    assert out.count("hint:") == 1
-    assert "hint: The web server or 1C failed" in out
+    assert out.count("[FAIL]") == 3 and out.count("See the web server and 1C server logs.") == 3
+    assert "hint:" not in out  # it would say the same again
+
+
+async def test_a_refused_connection_gets_no_hint_that_repeats_its_line(emulator: OneCEmulator) -> None:
+    code, out = await check(emulator, onec_url=closed_port_url())
+    assert code == 1, out
+    [failure] = [line for line in out.splitlines() if line.startswith("[FAIL]")]
+    assert failure.endswith("Is the web server running and the base published? Check MCP_ONEC_URL.")
+    assert "hint:" not in out
+
+
+async def test_a_tls_failure_gets_one_hint_naming_the_command_that_shows_the_certificate(
+    emulator: OneCEmulator,
+) -> None:
+    code, out = await check(emulator, onec_url=emulator.url.replace("http://", "https://"))  # a plain HTTP port
+    assert code == 1, out
+    assert "[FAIL] cannot talk to 1C: 1C's web server at https://127.0.0.1:" in out
+    hints = [line for line in out.splitlines() if "hint:" in line]
+    assert hints == [
+        f"       hint: The line above says what to set; 'openssl s_client -connect 127.0.0.1:{emulator.port} "
+        "-showcerts' shows the certificate the web server sends."
+    ]
+
+
+def test_hints_say_only_what_the_failure_does_not() -> None:
+    tls = OneCTLSError("1C's HTTPS certificate at https://srv is not trusted (...): set MCP_ONEC_CA_BUNDLE ...")
+    assert hint(tls, "https://srv/base/hs/mcp") == (
+        "The line above says what to set; 'openssl s_client -connect srv:443 -showcerts' shows the certificate "
+        "the web server sends."
+    )
+    assert "-connect [::1]:8443 " in (hint(tls, "https://[::1]:8443/base/hs/mcp") or "")
+    rpc = OneCRpcError("1C returned error -32603: ...", code=-32603, detail="...")
+    assert hint(rpc) == "The HTTP service answered, but the 1C code failed; see the 1C event log."
+    for said in (
+        OneCConnectionError("Cannot connect to 1C at ... Check MCP_ONEC_URL."),
+        OneCHTTPError("1C answered ... with HTTP 404: .... Check MCP_ONEC_SERVICE_ROOT and ...", status_code=404),
+        OneCProtocolError("1C answered tools/list ... but not JSON: .... Check MCP_ONEC_URL and MCP_ONEC_RPC_PATH."),
+    ):
+        assert hint(said) is None
+    assert "MCP_ONEC_SERVICE_ROOT" in (hint(OneCProtocolError("1C's answer to tools/list is not JSON-RPC")) or "")
+
+
+async def test_check_begins_with_the_1c_settings_and_where_each_came_from(emulator: OneCEmulator) -> None:
+    _, out = await check(emulator, onec_rpc_path="")
+    assert out.splitlines()[:8] == [
+        f"[--]   MCP_ONEC_URL = {emulator.url} (given)",
+        f"[--]   MCP_ONEC_USERNAME = {emulator.username} (given)",
+        "[--]   MCP_ONEC_PASSWORD = *** set (given)",
+        "[--]   MCP_ONEC_SERVICE_ROOT = mcp (default)",
+        "[--]   MCP_ONEC_RPC_PATH = / (the service root itself) (given)",
+        "[--]   MCP_ONEC_CA_BUNDLE = not set (default)",
+        "[--]   MCP_ONEC_VERIFY_TLS = true (default)",
+        "",
+    ]
+    assert emulator.password not in out
 
 
 async def test_check_shows_what_the_policy_hides_and_warns_of_patterns_that_match_nothing(

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,20 @@ def test_a_missing_env_file_stops_with_one_line_naming_it(capsys: pytest.Capture
     assert main(["check", "--env-file", "prod.env"]) == 2
     err = capsys.readouterr().err
     assert err == "onec-mcp-proxy: --env-file prod.env does not exist\n"
+
+
+@pytest.mark.parametrize("command", [["stdio"], ["http"], ["check"], ["kb", "index", "docs"]])
+@pytest.mark.parametrize(("name", "problem"), [("prod.env", "does not exist"), ("settings", "is a folder, not a file")])
+def test_an_env_file_that_is_missing_or_a_folder_stops_every_command_with_one_line(
+    command: list[str], name: str, problem: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Path("settings").mkdir()
+    serve = _Serve()
+    monkeypatch.setattr("py_server.main._serve", serve)  # should http get past its settings
+    assert main([*command, "--env-file", name]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"onec-mcp-proxy: --env-file {name} {problem}\n"
+    assert captured.out == "" and serve.hosts == []
 
 
 def test_a_utf16_env_file_stops_with_one_line_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,37 +125,37 @@ def test_logs_mask_the_1c_password_in_every_form_it_travels_in(
     assert password not in err and basic_auth_token(user, password) not in err
 
 
-class _UvicornRun:
-    """Stands in for uvicorn.run: records where the proxy would listen, and returns at once."""
+class _Serve:
+    """Stands in for main._serve: records where the proxy listens (the sockets it was given), and returns."""
 
     def __init__(self) -> None:
         self.hosts: list[str] = []
 
-    def __call__(self, app: object, *, host: str, **options: object) -> None:
-        self.hosts.append(host)
+    def __call__(self, app: object, listeners: list[socket.socket], **options: object) -> None:
+        self.hosts.extend(sock.getsockname()[0] for sock in listeners)
 
 
 def test_http_beyond_loopback_without_a_token_refuses_to_start(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    uvicorn_run = _UvicornRun()
-    monkeypatch.setattr("uvicorn.run", uvicorn_run)
+    serve = _Serve()
+    monkeypatch.setattr("py_server.main._serve", serve)
     assert main(["http", "--host", "0.0.0.0", "--allowed-hosts", "*", "--demo"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("onec-mcp-proxy: MCP_HOST=0.0.0.0 serves other machines, but MCP_AUTH_TOKEN is not set")
     assert "secrets.token_urlsafe(32)" in err and "MCP_ALLOW_UNAUTHENTICATED=true" in err and err.count("\n") == 1
-    assert uvicorn_run.hosts == []
+    assert serve.hosts == []
 
 
 def test_http_beyond_loopback_without_a_token_starts_with_a_warning_when_allowed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    uvicorn_run = _UvicornRun()
-    monkeypatch.setattr("uvicorn.run", uvicorn_run)
+    serve = _Serve()
+    monkeypatch.setattr("py_server.main._serve", serve)
     monkeypatch.setenv("MCP_ALLOW_UNAUTHENTICATED", "true")
-    assert main(["http", "--host", "0.0.0.0", "--onec-url", "http://127.0.0.1:9/base"]) == 0
+    assert main(["http", "--host", "0.0.0.0", "--port", "0", "--onec-url", "http://127.0.0.1:9/base"]) == 0
     err = capsys.readouterr().err
-    assert uvicorn_run.hosts == ["0.0.0.0"]
+    assert serve.hosts == ["0.0.0.0"]
     assert "WARNING" in err and "without MCP_AUTH_TOKEN" in err
 
 
@@ -148,13 +163,173 @@ def test_http_beyond_loopback_without_a_token_starts_with_a_warning_when_allowed
 def test_http_with_a_token_or_on_loopback_starts_without_that_warning(
     host: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    uvicorn_run = _UvicornRun()
-    monkeypatch.setattr("uvicorn.run", uvicorn_run)
+    serve = _Serve()
+    monkeypatch.setattr("py_server.main._serve", serve)
     if host != "127.0.0.1":
         monkeypatch.setenv("MCP_AUTH_TOKEN", "a-long-random-token-for-tests")
-    assert main(["http", "--host", host, "--onec-url", "http://127.0.0.1:9/base"]) == 0
-    assert uvicorn_run.hosts == [host]
+    assert main(["http", "--host", host, "--port", "0", "--onec-url", "http://127.0.0.1:9/base"]) == 0
+    assert serve.hosts == [host]
     assert "MCP_AUTH_TOKEN" not in capsys.readouterr().err
+
+
+# --- a port in use --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another program listens on."""
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        yield int(other.getsockname()[1])
+
+
+@pytest.mark.parametrize(("command", "setting"), [(["http", "--demo"], "MCP_PORT or --port"), (["emulator"], "--port")])
+def test_a_port_in_use_is_one_line_and_exit_code_1_before_any_banner(
+    command: list[str],
+    setting: str,
+    taken_port: int,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    serve = _Serve()
+    monkeypatch.setattr("py_server.main._serve", serve)
+    assert main([*command, "--port", str(taken_port)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"onec-mcp-proxy: port {taken_port} is in use; set {setting}\n"  # no banner, no demo line
+    assert captured.out == "" and serve.hosts == []
+
+
+def test_the_http_banner_names_the_port_it_listens_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listening: list[int] = []
+
+    def serve(app: object, listeners: list[socket.socket], **options: object) -> None:
+        listening.extend(sock.getsockname()[1] for sock in listeners)
+        with socket.create_connection(("127.0.0.1", listening[0]), timeout=5):  # it listens already
+            pass
+
+    monkeypatch.setattr("py_server.main._serve", serve)
+    assert main(["http", "--port", "0", "--onec-url", "http://127.0.0.1:9/base"]) == 0
+    [port] = listening
+    assert f"on http://127.0.0.1:{port} (SSE /sse" in capsys.readouterr().err
+
+
+def test_emulator_help_describes_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["emulator", "--help"])
+    out = capsys.readouterr().out
+    assert exited.value.code == 0
+    assert "Run the demo 1C base alone on 127.0.0.1" in out and "MCP_ONEC_URL=http://127.0.0.1:PORT/demo" in out
+    assert "--port PORT  port to listen on, on 127.0.0.1 (default 8081" in " ".join(out.split("\n"))
+
+
+def test_emulator_serves_the_demo_base_and_says_where(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served: list[Any] = []
+    monkeypatch.setattr("py_server.main._serve", lambda app, listeners, **options: served.append(app))
+    assert main(["emulator", "--port", "0"]) == 0
+    [app] = served
+    assert app.state.emulator.resource_templates  # as --demo serves it
+    assert capsys.readouterr().err.startswith("demo 1C base: MCP_ONEC_URL=http://127.0.0.1:")
+
+
+# --- a 1C URL with the service path, and where the 1C settings came from --------------------------
+
+
+def test_a_url_with_the_service_path_is_logged_once_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("py_server.main._serve", _Serve())
+    monkeypatch.setenv("MCP_ONEC_URL", "http://127.0.0.1:9/base/hs/mcp/rpc")
+    assert main(["http", "--port", "0"]) == 0
+    err = capsys.readouterr().err
+    line = (
+        "WARNING py_server: MCP_ONEC_URL ends with /hs/mcp/rpc, which the proxy adds itself: "
+        "using http://127.0.0.1:9/base; set MCP_ONEC_URL=http://127.0.0.1:9/base\n"
+    )
+    assert err.count(line) == 1 and "1C at http://127.0.0.1:9/base/hs/mcp\n" in err
+
+
+def test_check_says_once_what_it_did_with_a_url_with_the_service_path(
+    emulator: OneCEmulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_ONEC_URL", emulator.url + "/hs/mcp/rpc/")
+    monkeypatch.setenv("MCP_ONEC_USERNAME", emulator.username)
+    monkeypatch.setenv("MCP_ONEC_PASSWORD", emulator.password)
+    code = main(["check"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out
+    said = f"[warn] MCP_ONEC_URL ends with /hs/mcp/rpc, which the proxy adds itself: using {emulator.url}; "
+    assert said + f"set MCP_ONEC_URL={emulator.url}\n" in captured.out
+    assert "MCP_ONEC_URL ends with" not in captured.err  # said once, in the report
+
+
+def test_check_says_where_each_1c_setting_came_from_and_never_the_password(
+    emulator: OneCEmulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Path(".env").write_text(f"MCP_ONEC_PASSWORD={emulator.password}\nMCP_ONEC_USERNAME=\n", encoding="utf-8")
+    monkeypatch.setenv("MCP_ONEC_USERNAME", emulator.username)
+    code = main(["check", "--onec-url", emulator.url])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[:7] == [
+        f"[--]   MCP_ONEC_URL = {emulator.url} (flag)",
+        f"[--]   MCP_ONEC_USERNAME = {emulator.username} (environment)",
+        "[--]   MCP_ONEC_PASSWORD = *** set (.env)",
+        "[--]   MCP_ONEC_SERVICE_ROOT = mcp (default)",
+        "[--]   MCP_ONEC_RPC_PATH = rpc (default)",
+        "[--]   MCP_ONEC_CA_BUNDLE = not set (default)",
+        "[--]   MCP_ONEC_VERIFY_TLS = true (default)",
+    ]
+    assert emulator.password not in out
+
+
+def test_check_with_the_demo_says_the_demo_set_the_1c_login(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--demo"]) == 0
+    out = capsys.readouterr().out
+    assert "[--]   MCP_ONEC_USERNAME = demo (demo)\n" in out and "[--]   MCP_ONEC_PASSWORD = *** set (demo)\n" in out
+
+
+# --- check: the report on stdout, the log on stderr ------------------------------------------------
+
+
+async def _logs_then_fails(*args: object, **kwargs: object) -> int:
+    logging.getLogger("py_server.check").info("an informational line")
+    logging.getLogger("py_server.check").warning("a warning line")
+    print("[FAIL] something", file=kwargs["out"])  # type: ignore[arg-type]
+    return 1
+
+
+def test_check_logs_warnings_only_even_when_the_settings_say_info(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("py_server.check.run_check", _logs_then_fails)
+    Path(".env").write_text("MCP_LOG_LEVEL=INFO\n", encoding="utf-8")  # as in env.example
+    assert main(["check"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "[FAIL] something\n"
+    assert "a warning line" in captured.err and "an informational line" not in captured.err
+
+
+def test_check_logs_more_when_the_log_level_flag_asks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("py_server.check.run_check", _logs_then_fails)
+    assert main(["check", "--log-level", "INFO"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "[FAIL] something\n"
+    assert "a warning line" in captured.err and "an informational line" in captured.err
+
+
+def test_check_logs_less_when_the_settings_ask_for_less(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("py_server.check.run_check", _logs_then_fails)
+    monkeypatch.setenv("MCP_LOG_LEVEL", "ERROR")
+    assert main(["check"]) == 1
+    assert capsys.readouterr().err == ""
 
 
 def test_check_reports_what_it_found(
@@ -262,7 +437,7 @@ def test_ctrl_c_shuts_down_cleanly_with_streams_open() -> None:
         try:
             for line in process.stderr:  # until the proxy itself (not a demo backend) listens
                 seen.append(line)
-                if f"Uvicorn running on http://127.0.0.1:{port}".encode() in line:
+                if f"on http://127.0.0.1:{port} (SSE".encode() in line:
                     break
             base = f"http://127.0.0.1:{port}"
             with httpx.Client(timeout=10) as client, client.stream("GET", f"{base}/sse") as sse:
@@ -275,6 +450,37 @@ def test_ctrl_c_shuts_down_cleanly_with_streams_open() -> None:
         log = b"".join(seen) + process.stderr.read()
     assert code == 0
     assert b"ERROR" not in log and b"Traceback" not in log
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, as Ctrl-C does on a POSIX terminal")
+def test_http_with_the_demo_says_each_start_up_fact_once_and_nothing_per_health_probe() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "py_server", "http", "--demo", "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    ) as process:
+        assert process.stderr is not None
+        seen: list[str] = []
+        try:
+            for line in process.stderr:
+                seen.append(line)
+                if "Application startup complete" in line:  # the proxy's own server serves
+                    break
+            [port] = [int(re.findall(r"on http://127\.0\.0\.1:(\d+) ", line)[0]) for line in seen if "(SSE" in line]
+            for _ in range(3):
+                assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=15)
+        finally:
+            process.kill()
+        log = "".join(seen) + process.stderr.read()
+    assert code == 0, log
+    for fact in ("demo 1C base at", "(SSE /sse", "Started server process", "Application startup complete"):
+        assert log.count(fact) == 1, (fact, log)
+    assert log.index("(SSE /sse") < log.index("Started server process")  # the proxy's server's, not a backend's
+    assert "/health" not in log.replace("health /health", "")  # no line per probe
 
 
 def test_kb_index_builds_then_refreshes_only_what_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from py_server.bases import load_bases
 from py_server.config import (
     ENV_NAMES,
     Settings,
@@ -135,9 +136,130 @@ def test_an_empty_environment_variable_does_not_hide_the_env_files_value(monkeyp
     assert (settings.onec_username, settings.onec_password, settings.port) == ("из-файла", SecretStr("s3cret"), 1002)
 
 
-def test_an_empty_rpc_path_still_means_the_service_root(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_empty_rpc_path_in_the_environment_still_means_the_service_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCP_ONEC_RPC_PATH", "")
     assert load_settings({}).onec_rpc_path == ""
+
+
+def test_an_empty_rpc_path_in_the_env_file_is_not_set_and_a_slash_is_the_service_root() -> None:
+    write_env_file("MCP_ONEC_RPC_PATH=\n")  # a line `cp env.example .env` may leave
+    assert load_settings({}).onec_rpc_path == "rpc"
+    write_env_file("MCP_ONEC_RPC_PATH=/\n")
+    assert load_settings({}).onec_rpc_path == ""
+
+
+def test_a_copied_env_example_does_not_wipe_the_1c_login_the_environment_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).resolve().parents[1] / "env.example"
+    write_env_file(example.read_text(encoding="utf-8"))  # cp env.example .env, as the README says
+    monkeypatch.setenv("MCP_ONEC_URL", "http://server/base")
+    monkeypatch.setenv("MCP_ONEC_USERNAME", "mcp_user")
+    monkeypatch.setenv("MCP_ONEC_PASSWORD", "s3cret")
+    settings = load_settings({})
+    assert (settings.onec_url, settings.onec_username, settings.onec_password) == (
+        "http://server/base",
+        "mcp_user",
+        SecretStr("s3cret"),
+    )
+    assert (settings.onec_service_root, settings.onec_rpc_path) == ("mcp", "rpc")
+    assert [settings.origin(field) for field in ("onec_url", "onec_username", "onec_password")] == ["environment"] * 3
+
+
+# --- where each value came from -----------------------------------------------------------------
+
+
+def test_origin_names_the_strongest_source_of_each_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    write_env_file(
+        "MCP_ONEC_USERNAME=из-файла\nMCP_ONEC_PASSWORD=s3cret\nMCP_PORT=1002\nMCP_ONEC_TIMEOUT=\nAPI_URL=http://r\n"
+    )
+    monkeypatch.setenv("MCP_SERVER_PORT", "1001")  # another spelling of MCP_PORT
+    monkeypatch.setenv("MCP_ONEC_URL", "http://server/base")
+    monkeypatch.setenv("MCP_ONEC_CA_BUNDLE", "")  # empty: not set
+    settings = load_settings({"onec_url": "http://flag/base", "log_level": "DEBUG"})
+    origins = {
+        field: settings.origin(field)
+        for field in ("onec_url", "log_level", "port", "onec_username", "onec_password", "repairs_api_url")
+    }
+    assert origins == {
+        "onec_url": "flag",
+        "log_level": "flag",
+        "port": "environment",
+        "onec_username": ".env",
+        "onec_password": ".env",
+        "repairs_api_url": ".env",
+    }
+    assert settings.origin("onec_timeout") == "default"  # its line in .env is empty
+    assert settings.origin("onec_ca_bundle") == "default"  # its variable is empty
+    assert settings.origin("onec_verify_tls") == "default"
+
+
+def test_origin_names_the_env_file_it_was_read_from(tmp_path: Path) -> None:
+    env_file = write_env_file("MCP_ONEC_USERNAME=u\n", tmp_path / "prod.env")
+    assert load_settings({}, env_file=env_file).origin("onec_username") == str(env_file)
+
+
+def test_a_replaced_value_is_noted_with_what_replaced_it() -> None:
+    settings = load_settings({"onec_url": "http://server/base/hs/mcp"})
+    demo = settings.replaced("demo", onec_url="http://127.0.0.1:1/demo", onec_username="demo")
+    assert (demo.onec_url, demo.origin("onec_url"), demo.origin("onec_username")) == (
+        "http://127.0.0.1:1/demo",
+        "demo",
+        "demo",
+    )
+    assert settings.adjustments and demo.adjustments == ()  # the corrected URL is no longer used
+    assert settings.origin("onec_url") == "flag"
+
+
+# --- a 1C URL pasted with the service path ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "suffix", ["/hs/mcp", "/hs/mcp/", "/hs/mcp/rpc", "/hs/mcp/rpc/", "/hs/mcp/manifest", "/hs/mcp/health"]
+)
+def test_a_url_ending_with_the_service_path_is_used_without_it_and_the_adjustment_said(
+    suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCP_ONEC_URL", f"http://srv/base{suffix}")
+    settings = load_settings({})
+    assert settings.onec_url == "http://srv/base"
+    assert settings.onec_base_url == "http://srv/base/hs/mcp"
+    written = suffix.rstrip("/")
+    assert settings.adjustments == (
+        f"MCP_ONEC_URL ends with {written}, which the proxy adds itself: using http://srv/base; "
+        "set MCP_ONEC_URL=http://srv/base",
+    )
+
+
+def test_a_url_with_a_custom_root_and_rpc_path_is_recognised_by_them() -> None:
+    custom = {"onec_service_root": "iikona-mcp", "onec_rpc_path": "api/v1"}
+    settings = load_settings({"onec_url": "https://srv/base/hs/iikona-mcp/api/v1", **custom})
+    assert settings.onec_url == "https://srv/base"
+
+
+def test_a_url_without_the_service_path_has_no_adjustment() -> None:
+    settings = load_settings({"onec_url": "http://srv/base/"})
+    assert (settings.onec_url, settings.adjustments) == ("http://srv/base", ())
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://srv/base/hs/iikona-mcp/rpc", "set MCP_ONEC_URL=http://srv/base and MCP_ONEC_SERVICE_ROOT=iikona-mcp"),
+        ("http://srv/base/hs/MCP", "set MCP_ONEC_URL=http://srv/base and MCP_ONEC_SERVICE_ROOT=MCP"),
+        ("http://srv/base/hs/mcp/api", "set MCP_ONEC_URL=http://srv/base and MCP_ONEC_RPC_PATH=api"),
+    ],
+)
+def test_a_url_ending_with_another_services_path_is_refused_saying_what_to_write(url: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"onec_url": url})
+    message = str(caught.value)
+    assert message.startswith("Invalid setting MCP_ONEC_URL: ends with /hs/") and message.endswith(words)
+
+
+def test_a_bases_file_url_with_the_service_path_is_used_without_it(tmp_path: Path) -> None:
+    bases_file = tmp_path / "bases.toml"
+    bases_file.write_text('[bases.erp]\nurl = "http://srv/erp/hs/mcp/rpc"\n', encoding="utf-8")
+    [erp] = load_bases(load_settings({"bases_file": bases_file}))
+    assert erp.settings.onec_base_url == "http://srv/erp/hs/mcp"
 
 
 def test_a_blank_token_is_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,7 +349,7 @@ def test_as_environment_drops_the_base_settings_and_reproduces_these(monkeypatch
     assert not {"mcp_unknown", "API_URL", "MCP_SERVER_HOST"} & env.keys()
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert load_settings({}, env_file=None) == settings
+    assert load_settings({}, env_file=None).model_dump() == settings.model_dump()
 
 
 # --- exposure -----------------------------------------------------------------------------------

@@ -1,26 +1,31 @@
 """`onec-mcp-proxy check`: connect with the current settings and say what works and what does not.
 
 exit_code = await run_check(settings, out=sys.stdout)   # 0 all well, 1 anything reported as [FAIL]
+
+The report goes to `out` alone; the 1C settings come first, each with where it came from (never
+the password). A failure's hint is given only where it adds to the failure's own line, and once.
 """
 
 from __future__ import annotations
 
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from mcp import types
 
 from .bases import load_bases
-from .config import Settings, require_consistent_identity, require_onec_url
+from .config import Settings, env_name, require_consistent_identity, require_onec_url
 from .errors import (
     ConfigError,
     OneCAuthError,
     OneCBusyError,
+    OneCConnectionError,
     OneCError,
     OneCHTTPError,
-    OneCRedirectError,
+    OneCProtocolError,
     OneCResponseTooLarge,
     OneCRpcError,
-    OneCTimeoutError,
+    OneCTLSError,
 )
 from .extras import create_extras
 from .group_policy import GroupPolicies
@@ -36,23 +41,42 @@ MAX_CLIENT_NAME = 64  # longer tool and prompt names are refused by many clients
 KINDS = ("tools", "resources", "prompts")
 
 
-def hint(exc: OneCError) -> str:
-    """What to try next, for the failures people actually hit."""
-    if isinstance(exc, OneCRedirectError):
-        return "The publication name in MCP_ONEC_URL is case-sensitive; copy it exactly from the web server."
-    if isinstance(exc, OneCAuthError):
-        return "Check MCP_ONEC_USERNAME / MCP_ONEC_PASSWORD and the user's right to the HTTP service."
-    if isinstance(exc, OneCTimeoutError):
-        return "1C is slow or stuck; raise MCP_ONEC_TIMEOUT or check the 1C server load."
-    if isinstance(exc, OneCBusyError):
-        return "Other calls hold every slot; raise MCP_ONEC_MAX_CONCURRENCY or MCP_ONEC_QUEUE_TIMEOUT."
-    if isinstance(exc, OneCResponseTooLarge):
-        return "Raise MCP_ONEC_MAX_RESPONSE_MB, or make the 1C list smaller."
+# Failures whose own line already says what to do (OneCClient's messages name the setting or the
+# next step); a hint would say it twice.
+_SAY_WHAT_TO_DO = (
+    OneCConnectionError,  # timeouts and sessions too; TLS failures get the one hint below
+    OneCHTTPError,  # redirect (case), 401/403 (login, rights), 404 (root, rpc path), 5xx (the logs)
+    OneCBusyError,
+    OneCResponseTooLarge,
+)
+
+
+def hint(exc: OneCError, url: str | None = None) -> str | None:
+    """What to try next beyond what `exc`'s own line says, or None when that line already says it.
+
+    `url` is the 1C URL that failed (the host of a certificate to look at).
+    """
+    if isinstance(exc, OneCTLSError):
+        return (
+            f"The line above says what to set; 'openssl s_client -connect {_host_port(url)} -showcerts' shows "
+            "the certificate the web server sends."
+        )
     if isinstance(exc, OneCRpcError):
         return "The HTTP service answered, but the 1C code failed; see the 1C event log."
-    if isinstance(exc, OneCHTTPError) and exc.status_code >= 500:
-        return "The web server or 1C failed; see the web server's error log and the 1C event log."
+    if isinstance(exc, _SAY_WHAT_TO_DO) or "MCP_" in str(exc):
+        return None
+    if isinstance(exc, OneCProtocolError):
+        return "Something answers there, but not as a 1C MCP service: check MCP_ONEC_SERVICE_ROOT, MCP_ONEC_RPC_PATH."
     return "Check MCP_ONEC_URL, MCP_ONEC_SERVICE_ROOT and that the HTTP service is published."
+
+
+def _host_port(url: str | None) -> str:
+    """host:port of an HTTPS URL, as openssl s_client takes it."""
+    parts = urlsplit(url or "")
+    if not parts.hostname:
+        return "<host>:443"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port or 443}"
 
 
 class _Report:
@@ -64,12 +88,12 @@ class _Report:
         self.failed = False
 
     def line(self, mark: str, text: str) -> None:
+        if mark == FAIL:  # exit code 1 whenever a line says so, however it was printed
+            self.failed = True
         print(f"{mark} {text}", file=self._out)
 
-    def failure(self, text: str, exc: OneCError | None = None) -> None:
-        self.failed = True
+    def failure(self, text: str, advice: str | None = None) -> None:
         self.line(FAIL, text)
-        advice = hint(exc) if exc is not None else None
         if advice is not None and advice not in self._hints:  # the same cause often fails several lists
             self._hints.add(advice)
             print(f"       hint: {advice}", file=self._out)
@@ -83,6 +107,8 @@ async def run_check(settings: Settings, *, out: TextIO) -> int:
     require_consistent_identity(settings)
     bases = load_bases(settings)
     report = _Report(out)
+    _report_settings(settings, report)
+    print(file=out)
     listed_by_base: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for number, base in enumerate(bases):
         url = require_onec_url(base.settings)
@@ -110,6 +136,26 @@ async def run_check(settings: Settings, *, out: TextIO) -> int:
     accounts = {base.name: base.settings.onec_username or "-" for base in bases}
     await _check_identity(settings, first, local_tools, report, accounts=accounts)
     return 1 if report.failed else 0
+
+
+def _report_settings(settings: Settings, report: _Report) -> None:
+    """The 1C settings as used, each with where it came from (a flag, the environment, the .env file, the
+    default, the demo); what was corrected in them. Never the password itself."""
+    shown = {
+        "onec_url": settings.onec_url or "not set",
+        "onec_username": settings.onec_username or "not set",
+        "onec_password": "*** set" if settings.onec_password.get_secret_value() else "not set",
+        "onec_service_root": settings.onec_service_root,
+        "onec_rpc_path": settings.onec_rpc_path or "/ (the service root itself)",
+        "onec_ca_bundle": str(settings.onec_ca_bundle) if settings.onec_ca_bundle else "not set",
+        "onec_verify_tls": "true" if settings.onec_verify_tls else "false",
+    }
+    if settings.bases_file is not None:
+        shown["bases_file"] = str(settings.bases_file)
+    for field, value in shown.items():
+        report.line(INFO, f"{env_name(field)} = {value} ({settings.origin(field)})")
+    for adjustment in settings.adjustments:
+        report.line(WARN, adjustment)
 
 
 def _check_prefixed_names(base: str, separator: str, listed: dict[str, list[dict[str, Any]]], report: _Report) -> None:
@@ -148,10 +194,10 @@ async def _check_onec(
                 INFO, "the catalog is not listed here: set MCP_ONEC_USERNAME to check it with a service account"
             )
         else:
-            report.failure(f"cannot talk to 1C: {exc}", exc)
+            report.failure(f"cannot talk to 1C: {exc}", hint(exc, client.base_url))
         return listed
     except OneCError as exc:
-        report.failure(f"cannot talk to 1C: {exc}", exc)
+        report.failure(f"cannot talk to 1C: {exc}", hint(exc, client.base_url))
         return listed
     caps = "" if discovery.capabilities is None else f" capabilities: {discovery.capabilities}"
     report.line(OK, f"discovery via {discovery.source}{caps}; round trip {rtt * 1000:.0f} ms")
@@ -173,9 +219,9 @@ async def _check_onec(
                     f"{rest}prompts are skipped.",
                 )
             else:
-                report.failure(f"{kind}/list: {exc}", exc)
+                report.failure(f"{kind}/list: {exc}", hint(exc, client.base_url))
         except OneCError as exc:
-            report.failure(f"{kind}/list: {exc}", exc)
+            report.failure(f"{kind}/list: {exc}", hint(exc, client.base_url))
         else:
             served.append(kind)
             listed[kind] = items

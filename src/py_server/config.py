@@ -3,8 +3,10 @@
 Sources, strongest first: CLI flags, `MCP_*` process environment variables, the `.env` file,
 defaults. The environment is stronger than `.env` so that a stray `.env` in the working directory
 cannot override the `env` block of a Claude Desktop config. An empty value (`MCP_ONEC_USERNAME=`)
-is not set and never hides a value from a weaker source; only `MCP_ONEC_RPC_PATH=` is meant
-literally (the service root itself).
+is not set and never hides a value from a weaker source. The one exception is an empty
+`MCP_ONEC_RPC_PATH` in the environment, which means the service root itself; in `.env`, where
+`cp env.example .env` leaves empty lines about, that is written `MCP_ONEC_RPC_PATH=/`.
+`Settings.origin(field)` says which source gave a value (for `check`).
 
 From the environment only `MCP_*` names are read: a generic `HOST`, `PORT` or `API_KEY` there
 belongs to some other program. The original repair-history server's names (`API_URL`, `KEY_ID`,
@@ -13,6 +15,7 @@ server works unchanged.
 
     settings = load_settings({"port": 9000})        # CLI flags as overrides
     settings.onec_password.get_secret_value()        # secrets are SecretStr
+    settings.origin("port"), settings.adjustments    # "flag"; what was corrected, to be logged once
 """
 
 from __future__ import annotations
@@ -21,10 +24,21 @@ import codecs
 import ipaddress
 import logging
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -46,8 +60,13 @@ PII_KINDS = ("email", "phone", "card", "account", "inn", "snils", "passport")
 # sees their values. Not part of `all`: it needs the optional extra [pii-names] and costs about a
 # millisecond per line where the others cost microseconds, so it is asked for by name (`all,names`).
 NAMES_KIND = "names"
-# The one setting whose empty value means something: `MCP_ONEC_RPC_PATH=` is the service root itself.
+# The one setting whose empty value in the environment means something: the service root itself.
+# Not in .env: `cp env.example .env` leaves empty lines that must not count; there it is written "/".
 _EMPTY_IS_A_VALUE = frozenset({"MCP_ONEC_RPC_PATH"})
+# Where a value came from, as `check` names it; the .env file is named by its path.
+FLAG, ENVIRONMENT, DEFAULT = "flag", "environment", "default"
+# What a pasted 1C URL may end with besides the rpc path: the discovery endpoints a browser shows.
+_DISCOVERY_PATHS = ("manifest", "health")
 _SAVE_AS_UTF8 = "save it as UTF-8 (in PowerShell: Set-Content -Encoding utf8; in Notepad: Save as, Encoding UTF-8)"
 
 
@@ -58,25 +77,30 @@ def _alias(*names: str) -> Any:
 class _VariablesSource(EnvSettingsSource):
     """What the environment and the .env file share: an empty value is not set."""
 
+    _empty_is_a_value: frozenset[str] = frozenset()
+
     def _load_env_vars(self) -> Mapping[str, str | None]:
         # `MCP_ONEC_SERVICE_ROOT=` in .env keeps the default, and an empty MCP_ONEC_PASSWORD in a client's
         # env block does not hide the one in .env.
         return {
             name: value
             for name, value in super()._load_env_vars().items()
-            if value != "" or name.upper() in _EMPTY_IS_A_VALUE
+            if value != "" or name.upper() in self._empty_is_a_value
         }
 
 
 class _EnvironmentSource(_VariablesSource):
     """The process environment, MCP_* names only: a generic HOST or API_KEY there belongs to another program."""
 
+    _empty_is_a_value = _EMPTY_IS_A_VALUE  # set on purpose: nothing else leaves an empty variable about
+
     def _load_env_vars(self) -> Mapping[str, str | None]:
         return {name: value for name, value in super()._load_env_vars().items() if name.upper().startswith(ENV_PREFIX)}
 
 
 class _DotEnvFileSource(_VariablesSource, DotEnvSettingsSource):
-    """The .env file, every name: MCP_* and the original server's, which a user put there on purpose."""
+    """The .env file, every name: MCP_* and the original server's, which a user put there on purpose.
+    Every empty line is unset, MCP_ONEC_RPC_PATH= too (`cp env.example .env` leaves them about)."""
 
 
 class Settings(BaseSettings):
@@ -90,11 +114,12 @@ class Settings(BaseSettings):
     )
 
     # --- 1C -------------------------------------------------------------------------------
-    onec_url: str | None = None
     onec_username: str = ""
     onec_password: SecretStr = SecretStr("")
     onec_service_root: str = "mcp"
     onec_rpc_path: str = "rpc"
+    # After the root and the rpc path: its validator reads them (fields are validated in this order).
+    onec_url: str | None = None
     onec_timeout: float = Field(120.0, gt=0)
     # A client that sent a progress token hears from a long 1C call this often (seconds).
     progress_interval: float = Field(10.0, ge=1)
@@ -276,6 +301,33 @@ class Settings(BaseSettings):
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         return None if isinstance(raw, str) and not raw.strip() else value
 
+    @field_validator("onec_url")
+    @classmethod
+    def _publication_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        # Validated before onec_url (declared before it); absent only when they failed themselves.
+        root = info.data.get("onec_service_root", "mcp")
+        rpc_path = info.data.get("onec_rpc_path", "rpc")
+        return publication_url(value, root, rpc_path)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _note_adjustments(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        # Settings are read before logging is set up: what was corrected is kept for `main` to log and
+        # `check` to print, once each.
+        settings = handler(data)
+        written = data.get("onec_url") if isinstance(data, dict) else None
+        if isinstance(written, str) and settings.onec_url is not None:
+            written = written.strip().rstrip("/")
+            if written != settings.onec_url:
+                used = settings.onec_url
+                settings._adjustments = (
+                    f"MCP_ONEC_URL ends with {written[len(used) :]}, which the proxy adds itself: using {used}; "
+                    f"set MCP_ONEC_URL={used}",
+                )
+        return settings
+
     @field_validator("onec_service_root", "onec_rpc_path")
     @classmethod
     def _path_part(cls, value: str) -> str:
@@ -324,10 +376,33 @@ class Settings(BaseSettings):
 
     # The env file these settings were read from: a bases file's `password_env` may name a variable in it.
     _env_file: Path | None = PrivateAttr(default=None)
+    # Field -> where its value came from (see `origin`), filled by `load_settings` and `replaced`.
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _adjustments: tuple[str, ...] = PrivateAttr(default=())
 
     @property
     def env_file(self) -> Path | None:
         return self._env_file
+
+    @property
+    def adjustments(self) -> tuple[str, ...]:
+        """What was corrected in the settings as written, one line each (a warning to show once)."""
+        return self._adjustments
+
+    def origin(self, field: str) -> str:
+        """Where `field`'s value came from: "flag", "environment", the .env file's path, "default", or what a
+        copy was made for (`replaced`); "given" for Settings built from values directly (tests, tools)."""
+        if field in self._origins:
+            return self._origins[field]
+        return "given" if field in self.model_fields_set else DEFAULT
+
+    def replaced(self, origin: str, **values: Any) -> Settings:
+        """A copy with `values` put in as they are (not validated), each noted as coming from `origin`."""
+        copy = self.model_copy(update=values)
+        copy._origins = {**self._origins, **dict.fromkeys(values, origin)}
+        if "onec_url" in values:  # what was corrected in the URL as written is no longer what is used
+            copy._adjustments = ()
+        return copy
 
     @property
     def identity_concurrency(self) -> int:
@@ -373,6 +448,7 @@ def load_settings(overrides: dict[str, Any] | None = None, *, env_file: Path | N
     try:
         settings = Settings(_env_file=env_file, **given)  # type: ignore[call-arg]
         settings._env_file = env_file
+        settings._origins = _origins(given, env_file)
     except ValidationError as exc:
         error = exc.errors()[0]
         name = _names_of(str(error["loc"][0])) if error["loc"] else "?"
@@ -380,6 +456,64 @@ def load_settings(overrides: dict[str, Any] | None = None, *, env_file: Path | N
         raise ConfigError(f"Invalid setting {name}: {message}") from None
     logging.getLogger(__name__).debug("settings loaded (env file: %s)", env_file)
     return settings
+
+
+def _origins(given: Mapping[str, Any], env_file: Path | None) -> dict[str, str]:
+    """Field -> the strongest source that has a value for it (a field in none of them has its default).
+
+    Asks the same sources Settings read, in the same order; an empty value is in none of them.
+    """
+    fields = _fields_by_name()
+    sources: list[tuple[str, Mapping[str, Any]]] = [(FLAG, given), (ENVIRONMENT, _EnvironmentSource(Settings)())]
+    if env_file is not None:
+        dotenv = _DotEnvFileSource(Settings, env_file=env_file, env_file_encoding="utf-8-sig")
+        sources.append((str(env_file), dotenv()))
+    origins: dict[str, str] = {}
+    for origin, values in sources:
+        for key in values:
+            field = fields.get(key.lower())
+            if field is not None:
+                origins.setdefault(field, origin)
+    return origins
+
+
+def _fields_by_name() -> dict[str, str]:
+    """Every lower-case name a source may give a field's value under (field name, variable names) -> field."""
+    names: dict[str, str] = {}
+    for field in Settings.model_fields:
+        for name in (field, f"{ENV_PREFIX}{field}", *_variable_names(field)):
+            names[name.lower()] = field
+    return names
+
+
+def publication_url(url: str, root: str, rpc_path: str) -> str:
+    """`url` without the /hs/<root>/<rpc path> (or a part of it) that the proxy adds itself.
+
+    "http://srv/base/hs/mcp/rpc" -> "http://srv/base" when the root is mcp and the rpc path rpc (the root as
+    1C spells it: the contract says nothing of case, so a differently spelt one is another service).
+
+    Raises:
+        ValueError: the URL ends with another service's path; the message says what to set instead.
+    """
+    parts = urlsplit(url)
+    # ["", "base", "hs", "mcp", "rpc"]: "hs" after a publication name (a publication always has one).
+    segments = PurePosixPath(parts.path).parts[1:] if parts.path else ()
+    if parts.query or parts.fragment or "hs" not in segments[1:]:
+        return url
+    at = segments.index("hs", 1)
+    service, rest = (segments[at + 1] if len(segments) > at + 1 else root), "/".join(segments[at + 2 :])
+    suffix = "/" + "/".join(segments[at:])
+    if not url.endswith(suffix):  # "//" or "." in the path: not a URL a user copied from a browser
+        return url
+    base = url.removesuffix(suffix)
+    needed = [f"MCP_ONEC_SERVICE_ROOT={service}"] if service != root else []
+    if rest not in ("", rpc_path, *_DISCOVERY_PATHS):
+        needed.append(f"MCP_ONEC_RPC_PATH={rest}")
+    if needed:
+        raise ValueError(
+            f"ends with {suffix}, which the proxy adds itself: set MCP_ONEC_URL={base} and {' and '.join(needed)}"
+        )
+    return base
 
 
 def _names_of(key: str) -> str:

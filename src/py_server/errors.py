@@ -2,6 +2,7 @@
 
     ProxyError
     ├── ConfigError                 a setting is missing or invalid (names the setting)
+    ├── ListenError                 the HTTP server cannot listen: port in use, address not here
     ├── OneCError                   anything that went wrong talking to 1C
     │   ├── OneCConnectionError     cannot connect (URL), connection dropped
     │   │   └── OneCTimeoutError    no answer within MCP_ONEC_TIMEOUT
@@ -30,6 +31,13 @@ class ProxyError(Exception):
 
 class ConfigError(ProxyError):
     """A setting is missing or invalid. The message names the setting."""
+
+
+class ListenError(ProxyError):
+    """The HTTP server cannot listen where it was told (a port in use, an address of another computer).
+
+    The message is the whole line users read; it names the setting to change.
+    """
 
 
 class OneCError(ProxyError):

@@ -7,8 +7,8 @@
     onec-mcp-proxy kb index DIR           # build the local knowledge-base index
     onec-mcp-proxy emulator --port 8081   # run the demo 1C base alone
 
-Exit codes: 0 ok, 1 a check or run failed (or an unexpected error), 2 bad settings or usage,
-130 interrupted.
+Exit codes: 0 ok, 1 a check or run failed (a port in use, an unexpected error), 2 bad settings or
+usage, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,13 +28,14 @@ from typing import Any
 from . import __version__
 from .config import (
     DEFAULT_ENV_FILE,
+    FLAG,
     Settings,
     authenticates_clients,
     is_loopback_host,
     load_settings,
     require_safe_exposure,
 )
-from .errors import ConfigError, ProxyError
+from .errors import ConfigError, ListenError, ProxyError
 from .logging_setup import configure_logging
 from .redaction import Redactor
 
@@ -39,6 +43,14 @@ logger = logging.getLogger("py_server")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _ENV_FILE_HELP = "settings file (default: .env in the working directory, if there)"
+LOOPBACK = "127.0.0.1"
+EMULATOR_PORT = 8081
+# uvicorn's default queue of connections not yet accepted.
+_BACKLOG = 2048
+# What bind() says, on POSIX and on Windows (WSAE*).
+_IN_USE = {errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)}
+_NOT_ALLOWED = {errno.EACCES, getattr(errno, "WSAEACCES", errno.EACCES)}  # below 1024, or a reserved range
+_NOT_HERE = {errno.EADDRNOTAVAIL, getattr(errno, "WSAEADDRNOTAVAIL", errno.EADDRNOTAVAIL)}
 
 # flag -> Settings field; a flag left out keeps the value from the environment / .env.
 _ONEC_FLAGS = {
@@ -106,8 +118,22 @@ def create_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help=_ENV_FILE_HELP)
 
-    emulator = commands.add_parser("emulator", help="run the demo 1C base alone (for trying 1C clients)")
-    emulator.add_argument("--port", type=int, default=8081)
+    emulator = commands.add_parser(
+        "emulator",
+        help="run the demo 1C base alone (for trying 1C clients)",
+        description=(
+            "Run the demo 1C base alone on 127.0.0.1: the 1C HTTP service as the mcp_APIBackend extension "
+            "publishes it (/demo/hs/mcp/manifest, /health and /rpc), with the demo's tools, resources, resource "
+            "templates and prompts. Point a proxy at it with MCP_ONEC_URL=http://127.0.0.1:PORT/demo, "
+            "user demo, password demo."
+        ),
+    )
+    emulator.add_argument(
+        "--port",
+        type=int,
+        default=EMULATOR_PORT,
+        help=f"port to listen on, on 127.0.0.1 (default {EMULATOR_PORT}; 0 picks a free one)",
+    )
     return parser
 
 
@@ -158,13 +184,19 @@ def _run_stdio(settings: Settings, base: str | None = None) -> int:
 
 
 def _run_http(settings: Settings) -> int:
-    import uvicorn
-
     from .http_server import create_app, uvicorn_options
     from .wiring import build_proxy
 
     require_safe_exposure(settings)
-    with _backends(settings) as effective:
+    # Bound before anything starts or is announced: a port in use is one line, and no client can
+    # take the port between this check and uvicorn serving it.
+    listeners = _listen(
+        settings.host, settings.port, host_setting="MCP_HOST or --host", port_setting="MCP_PORT or --port"
+    )
+    with contextlib.ExitStack() as cleanup:
+        for sock in listeners:
+            cleanup.callback(sock.close)
+        effective = cleanup.enter_context(_backends(settings))
         proxy = build_proxy(effective)
         if settings.host in ("0.0.0.0", "::") and not settings.allowed_hosts:
             logger.warning("listening on all interfaces: set MCP_ALLOWED_HOSTS to the names clients use")
@@ -175,16 +207,77 @@ def _run_http(settings: Settings) -> int:
                 settings.host,
             )
         logger.info(
-            "onec-mcp-proxy %s on http://%s:%d (SSE /sse, Streamable HTTP /mcp, health /health), 1C at %s",
+            "onec-mcp-proxy %s on %s (SSE /sse, Streamable HTTP /mcp, health /health), 1C at %s",
             __version__,
-            settings.host,
-            settings.port,
+            _http_url(settings.host, listeners),
             proxy.client.base_url,
         )
-        uvicorn.run(
-            create_app(proxy), host=settings.host, port=settings.port, log_config=None, **uvicorn_options(settings)
-        )
+        _serve(create_app(proxy), listeners, **uvicorn_options(settings))
     return EXIT_OK
+
+
+def _listen(host: str, port: int, *, host_setting: str, port_setting: str) -> list[socket.socket]:
+    """Listening sockets on every address `host` has (as asyncio's create_server makes them: "localhost" is
+    127.0.0.1 and ::1), or a ListenError that says which setting to change."""
+    try:
+        addresses = socket.getaddrinfo(
+            host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ListenError(
+            f"cannot listen on {host}: no such address here ({exc.strerror}); set {host_setting}"
+        ) from None
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(addresses):
+            sock = socket.socket(family, kind, proto)
+            listeners.append(sock)
+            if os.name == "posix":  # as asyncio: restart at once; on Windows it would let two servers share a port
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio: the IPv4 address has a socket of its own
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(_BACKLOG)  # clients that connect during start-up wait in the queue
+    except OSError as exc:
+        for sock in listeners:
+            sock.close()
+        raise ListenError(_listen_problem(exc, host, port, host_setting, port_setting)) from None
+    return listeners
+
+
+def _listen_problem(exc: OSError, host: str, port: int, host_setting: str, port_setting: str) -> str:
+    if exc.errno in _IN_USE:
+        return f"port {port} is in use; set {port_setting}"
+    if exc.errno in _NOT_ALLOWED:
+        return f"port {port} may not be used here ({exc.strerror}); set {port_setting}"
+    if exc.errno in _NOT_HERE:
+        return f"{host} is not an address of this computer; set {host_setting}"
+    return f"cannot listen on {host} port {port}: {exc.strerror or exc}; set {host_setting} or {port_setting}"
+
+
+def _http_url(host: str, listeners: list[socket.socket]) -> str:
+    """Where the server listens, with the port the system chose for port 0."""
+    port = listeners[0].getsockname()[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _serve(app: Any, listeners: list[socket.socket], **options: Any) -> None:
+    """Serve `app` with uvicorn on sockets that already listen, until Ctrl-C or SIGTERM."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, **options))
+    interrupted = False
+    try:
+        server.run(sockets=listeners)
+    except KeyboardInterrupt:  # uvicorn raises the Ctrl-C it handled again once it has shut down
+        interrupted = True
+    except SystemExit:  # uvicorn's own exit when the app fails to start; why is logged above
+        if server.started:
+            raise
+    if not server.started:
+        if interrupted:
+            raise KeyboardInterrupt
+        raise ListenError("the HTTP server did not start; the lines above say why")
 
 
 def _run_check(settings: Settings) -> int:
@@ -203,12 +296,16 @@ def _run_kb_index(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_emulator(port: int) -> int:
-    import uvicorn
-
+    from .demo import demo_emulator_state
     from .demo.onec_emulator import create_onec_emulator
 
-    print(f"demo 1C base: MCP_ONEC_URL=http://127.0.0.1:{port}/demo, user demo, password demo", file=sys.stderr)
-    uvicorn.run(create_onec_emulator(), host="127.0.0.1", port=port, log_config=None)
+    listeners = _listen(LOOPBACK, port, host_setting="--port", port_setting="--port")
+    with contextlib.ExitStack() as cleanup:
+        for sock in listeners:
+            cleanup.callback(sock.close)
+        url = f"{_http_url(LOOPBACK, listeners)}/demo"
+        print(f"demo 1C base: MCP_ONEC_URL={url}, user demo, password demo", file=sys.stderr)
+        _serve(create_onec_emulator(demo_emulator_state()), listeners)
     return EXIT_OK
 
 
@@ -235,6 +332,13 @@ def _fail(exit_code: int, message: str, redactor: Redactor) -> int:
     return exit_code
 
 
+def _log_level(command: str, settings: Settings) -> str:
+    """`check` reports on stdout; its log on stderr says only what went wrong, unless --log-level asks for more."""
+    if command != "check" or settings.origin("log_level") == FLAG:
+        return settings.log_level
+    return max(settings.log_level, "WARNING", key=logging.getLevelName)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = create_parser().parse_args(argv)
     redactor = Redactor()  # until the settings say which secrets there are
@@ -244,10 +348,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_emulator(args.port)
         settings = load_settings(_overrides(args), env_file=args.env_file)
         redactor = _redactor(settings)
-        configure_logging(settings.log_level, secrets=redactor, log_format=settings.log_format)
+        configure_logging(_log_level(args.command, settings), secrets=redactor, log_format=settings.log_format)
+        if args.command != "check" and not settings.demo:  # `check` prints them; the demo has its own URL
+            for adjustment in settings.adjustments:
+                logger.warning("%s", adjustment)
         return _run_command(args, settings)
     except ConfigError as exc:
         return _fail(EXIT_USAGE, str(exc), redactor)
+    except ListenError as exc:
+        return _fail(EXIT_FAILED, str(exc), redactor)
     except ProxyError as exc:
         return _fail(EXIT_FAILED, f"{type(exc).__name__}: {exc}", redactor)
     except KeyboardInterrupt:
