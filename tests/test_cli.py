@@ -4,6 +4,7 @@ Settings precedence and names are in test_settings.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from mcp import StdioServerParameters, stdio_client
 
 from py_server.demo.onec_emulator import OneCEmulator
 from py_server.errors import ProxyError
-from py_server.main import main
+from py_server.main import _event_loop_options, main
 from py_server.redaction import basic_auth_token
 
 from .conftest import proxy_settings, settings_env
@@ -497,3 +498,10 @@ def test_kb_index_builds_then_refreshes_only_what_changed(tmp_path: Path, capsys
     assert index.is_file()
     assert "2 file(s) indexed" in first
     assert "1 file(s) indexed, 1 unchanged" in second
+
+
+def test_stdio_runs_on_uvloop_where_it_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = importlib.util.find_spec("uvloop") is not None
+    assert _event_loop_options() == ({"use_uvloop": True} if installed else {})
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on Windows, where it has no build
+    assert _event_loop_options() == {}

@@ -210,6 +210,8 @@ def _base_settings(
         # Settings' own messages quote some values (a URL); never a password.
         value = "" if key == "password_env" or "got " in message else f" (got {shown(table.get(key))})"
         raise fail(f"{key} {message}{value}") from None
+    for adjustment in checked.adjustments:  # a url pasted with /hs/<root>/<rpc path>: used without it
+        logger.warning("%s", fail(adjustment.replace("MCP_ONEC_URL", "url")))
     return settings.model_copy(update={field: getattr(checked, field) for field in update})
 
 
