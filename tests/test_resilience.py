@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -157,3 +158,19 @@ async def test_a_cancelled_client_request_keeps_its_1c_slot_until_1c_answers(emu
                 emulator.state.latency = 0.0
     assert held_after_cancel == 1
     assert emulator.state.max_in_flight == 1
+
+
+@pytest.mark.anyio
+async def test_the_first_catalog_is_logged_as_loaded_and_a_later_one_as_a_change(
+    emulator: OneCEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="py_server")
+    proxy = build_proxy(proxy_settings(emulator))
+    async with proxy.running():
+        emulator.state.tools.pop("get_metadata")
+        await proxy.catalog.refresh()
+    catalog_lines = [message for message in caplog.messages if message.startswith("1C catalog")]
+    assert catalog_lines == [
+        "1C catalog loaded (prompts, resources, tools)",
+        "1C catalog changed (tools); notifying clients",
+    ]

@@ -146,6 +146,7 @@ class MCPProxy:
         self.sessions.add_counter("listen", lambda: self.notifier.listen_count)
         self._shadowed: set[str] = set()
         self._policy_warnings: dict[str, set[str]] = {}
+        self._catalog_loaded: set[str] = set()  # bases whose first catalog has arrived
         # The default view: the only base as it is, or every base together, prefixed.
         every = list(self.bases.values())
         default: View = (
@@ -565,7 +566,11 @@ class MCPProxy:
             await self.notifier.notify(kinds, target)
             return
         where = f" of base {base}" if len(self.bases) > 1 else ""
-        logger.info("1C catalog%s changed (%s); notifying clients", where, ", ".join(sorted(kinds)))
+        if base in self._catalog_loaded:
+            logger.info("1C catalog%s changed (%s); notifying clients", where, ", ".join(sorted(kinds)))
+        else:  # a start-up fact, not a change (clients that connected before it still hear of it)
+            self._catalog_loaded.add(base)
+            logger.info("1C catalog%s loaded (%s)", where, ", ".join(sorted(kinds)))
         warnings = set(self.policy_report(base)["warnings"])
         for warning in sorted(warnings - self._policy_warnings.get(base, set())):
             logger.warning("policy%s: %s (a typo?)", where, warning)
