@@ -302,29 +302,9 @@ class Catalog:
             "resources": self._client.list_resources,
             "prompts": self._client.list_prompts,
         }[kind]
-        try:
-            raw_items = await lister()
-        except _WHOLE_1C_FAILURES:
-            raise
-        except OneCError as exc:
-            if isinstance(exc, OneCRpcError) and exc.method_not_found:
-                # Asked again at every refresh: the extension in 1C may be updated meanwhile.
-                if section.supported is not False:
-                    logger.info("1C does not serve %s (%s)", kind, exc)
-                section.supported, section.error = False, None
-                return self._replace(section, [], [], _fingerprint([]))
-            # 1C answered, but this list failed: the other kinds go on, the last list stays.
-            self._list_failed(f"{kind}/list", section, exc)
-            return False
-        if section.supported is False:
-            logger.info("1C serves %s now", kind)
-        section.supported, section.error = True, None
-        fingerprint = _fingerprint(raw_items)
-        if fingerprint == section.fingerprint:
-            section.loaded_at = self._clock()
-            return False
-        items, skipped = to_items(raw_items, _CONVERTERS[kind], kind.rstrip("s"))
-        return self._replace(section, items, skipped, fingerprint)
+        # A -32601 is asked again at every refresh: the extension in 1C may be updated meanwhile.
+        missing = f"1C does not serve {kind} (%s)"
+        return await self._fetch_into(section, lister, kind, _CONVERTERS[kind], kind.rstrip("s"), missing)
 
     async def _refresh_templates(self) -> bool:
         """`resources/templates/list`, while 1C serves resources; True when the templates changed.
@@ -338,23 +318,44 @@ class Catalog:
             return self._replace(section, [], [], _fingerprint([])) if section.items else False
         if section.supported is False:
             return False
+        missing = "1C has no resource templates (%s); not asked again until 1C is reconnected"
+        lister = self._client.list_resource_templates
+        return await self._fetch_into(
+            section, lister, "resources/templates", to_resource_template, "resource template", missing
+        )
+
+    async def _fetch_into(
+        self,
+        section: Section,
+        lister: Callable[[], Awaitable[list[dict[str, Any]]]],
+        what: str,
+        convert: Callable[[dict[str, Any]], Any],
+        item_label: str,
+        missing: str,
+    ) -> bool:
+        """Ask 1C for one list and put it in `section`; True when it changed. A list 1C lacks
+        (-32601) is empty and logged with `missing`; another failure keeps the last list."""
         try:
-            raw_items = await self._client.list_resource_templates()
+            raw_items = await lister()
         except _WHOLE_1C_FAILURES:
             raise
         except OneCError as exc:
             if isinstance(exc, OneCRpcError) and exc.method_not_found:
-                logger.info("1C has no resource templates (%s); not asked again until 1C is reconnected", exc)
+                if section.supported is not False:
+                    logger.info(missing, exc)
                 section.supported, section.error = False, None
                 return self._replace(section, [], [], _fingerprint([]))
-            self._list_failed("resources/templates/list", section, exc)
+            # 1C answered, but this list failed: the other lists go on, the last one stays.
+            self._list_failed(f"{what}/list", section, exc)
             return False
+        if section.supported is False:
+            logger.info("1C serves %s now", what)
         section.supported, section.error = True, None
         fingerprint = _fingerprint(raw_items)
         if fingerprint == section.fingerprint:
             section.loaded_at = self._clock()
             return False
-        items, skipped = to_items(raw_items, to_resource_template, "resource template")
+        items, skipped = to_items(raw_items, convert, item_label)
         return self._replace(section, items, skipped, fingerprint)
 
     def _list_failed(self, method: str, section: Section, exc: OneCError) -> None:

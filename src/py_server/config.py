@@ -66,7 +66,8 @@ _EMPTY_IS_A_VALUE = frozenset({"MCP_ONEC_RPC_PATH"})
 # Where a value came from, as `check` names it; the .env file is named by its path.
 FLAG, ENVIRONMENT, DEFAULT = "flag", "environment", "default"
 # What a pasted 1C URL may end with besides the rpc path: the discovery endpoints a browser shows.
-_DISCOVERY_PATHS = ("manifest", "health")
+# The paths under the service root that answer discovery, in the order OneCClient asks them.
+DISCOVERY_PATHS: tuple[Literal["manifest", "health"], ...] = ("manifest", "health")
 _SAVE_AS_UTF8 = "save it as UTF-8 (in PowerShell: Set-Content -Encoding utf8; in Notepad: Save as, Encoding UTF-8)"
 
 
@@ -376,8 +377,11 @@ class Settings(BaseSettings):
 
     # The env file these settings were read from: a bases file's `password_env` may name a variable in it.
     _env_file: Path | None = PrivateAttr(default=None)
-    # Field -> where its value came from (see `origin`), filled by `load_settings` and `replaced`.
-    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    # What `load_settings` read from (flags, env file): `origin` asks those sources again when first
+    # called (only `check` does), so no other command reads them twice.
+    _read_from: tuple[dict[str, Any], Path | None] | None = PrivateAttr(default=None)
+    _origins: dict[str, str] | None = PrivateAttr(default=None)  # field -> source, once worked out
+    _replacements: dict[str, str] = PrivateAttr(default_factory=dict)  # field -> what `replaced` was for
     _adjustments: tuple[str, ...] = PrivateAttr(default=())
 
     @property
@@ -392,6 +396,10 @@ class Settings(BaseSettings):
     def origin(self, field: str) -> str:
         """Where `field`'s value came from: "flag", "environment", the .env file's path, "default", or what a
         copy was made for (`replaced`); "given" for Settings built from values directly (tests, tools)."""
+        if field in self._replacements:
+            return self._replacements[field]
+        if self._origins is None:
+            self._origins = _origins(*self._read_from) if self._read_from is not None else {}
         if field in self._origins:
             return self._origins[field]
         return "given" if field in self.model_fields_set else DEFAULT
@@ -399,7 +407,7 @@ class Settings(BaseSettings):
     def replaced(self, origin: str, **values: Any) -> Settings:
         """A copy with `values` put in as they are (not validated), each noted as coming from `origin`."""
         copy = self.model_copy(update=values)
-        copy._origins = {**self._origins, **dict.fromkeys(values, origin)}
+        copy._replacements = {**self._replacements, **dict.fromkeys(values, origin)}
         if "onec_url" in values:  # what was corrected in the URL as written is no longer what is used
             copy._adjustments = ()
         return copy
@@ -448,7 +456,7 @@ def load_settings(overrides: dict[str, Any] | None = None, *, env_file: Path | N
     try:
         settings = Settings(_env_file=env_file, **given)  # type: ignore[call-arg]
         settings._env_file = env_file
-        settings._origins = _origins(given, env_file)
+        settings._read_from = (given, env_file)
     except ValidationError as exc:
         error = exc.errors()[0]
         name = _names_of(str(error["loc"][0])) if error["loc"] else "?"
@@ -507,7 +515,7 @@ def publication_url(url: str, root: str, rpc_path: str) -> str:
         return url
     base = url.removesuffix(suffix)
     needed = [f"MCP_ONEC_SERVICE_ROOT={service}"] if service != root else []
-    if rest not in ("", rpc_path, *_DISCOVERY_PATHS):
+    if rest not in ("", rpc_path, *DISCOVERY_PATHS):
         needed.append(f"MCP_ONEC_RPC_PATH={rest}")
     if needed:
         raise ValueError(

@@ -31,6 +31,7 @@ import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from starlette.types import Message, Receive, Send
 
 __all__ = ["AdaptiveSessionManager", "LateAnswerStream", "answering_in_one_body", "asks_for_progress", "read_body"]
@@ -51,9 +52,7 @@ def asks_for_progress(body: bytes) -> bool:
         message = json.loads(body)
     except ValueError:
         return False  # the SDK answers the parse error
-    params = message.get("params") if isinstance(message, dict) else None
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    return isinstance(meta, dict) and meta.get("progressToken") is not None
+    return isinstance(message, dict) and progress_token_from_params(message.get("params")) is not None
 
 
 @contextlib.contextmanager

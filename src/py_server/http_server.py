@@ -76,6 +76,7 @@ CORS_HEADERS = [
     "Last-Event-ID",
 ]
 MIB = 1024 * 1024
+_STREAM_HEAD = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -254,9 +255,9 @@ class _StreamableHTTPEndpoint:
             # request is still opening: such a request (a stateful initialize) waits as plain JSON.
             may_stream = opens is None or self._stateless
             if one_body and may_stream and "text/event-stream" in headers.get("accept", ""):
-                stream_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+                stream_headers = _STREAM_HEAD
                 if "mcp-session-id" in headers:
-                    stream_headers.append((b"mcp-session-id", headers["mcp-session-id"].encode("latin-1")))
+                    stream_headers = [*_STREAM_HEAD, (b"mcp-session-id", headers["mcp-session-id"].encode("latin-1"))]
                 async with LateAnswerStream(send, after=self._ping_interval, headers=stream_headers) as late_send:
                     await self._admit(opens, scope, receive, late_send)
             else:
@@ -370,11 +371,10 @@ class _ProxyApp(FastAPI):
         per_call: ASGIApp = self._dispatch_per_call
         for cls, args, kwargs in reversed(self.user_middleware):  # as Starlette wraps its router
             per_call = cls(per_call, *args, **kwargs)
-        calls = per_call
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http" and route_path(scope) in self._per_call:
-                await calls(scope, receive, send)
+                await per_call(scope, receive, send)
             else:
                 await everything(scope, receive, send)
 

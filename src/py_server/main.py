@@ -200,13 +200,12 @@ def _run_http(settings: Settings) -> int:
     require_safe_exposure(settings)
     # Bound before anything starts or is announced: a port in use is one line, and no client can
     # take the port between this check and uvicorn serving it.
-    listeners = _listen(
-        settings.host, settings.port, host_setting="MCP_HOST or --host", port_setting="MCP_PORT or --port"
-    )
-    with contextlib.ExitStack() as cleanup:
-        for sock in listeners:
-            cleanup.callback(sock.close)
-        effective = cleanup.enter_context(_backends(settings))
+    with (
+        _listening(
+            settings.host, settings.port, host_setting="MCP_HOST or --host", port_setting="MCP_PORT or --port"
+        ) as listeners,
+        _backends(settings) as effective,
+    ):
         proxy = build_proxy(effective)
         if settings.host in ("0.0.0.0", "::") and not settings.allowed_hosts:
             logger.warning("listening on all interfaces: set MCP_ALLOWED_HOSTS to the names clients use")
@@ -224,6 +223,17 @@ def _run_http(settings: Settings) -> int:
         )
         _serve(create_app(proxy), listeners, **uvicorn_options(settings))
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _listening(host: str, port: int, *, host_setting: str, port_setting: str) -> Iterator[list[socket.socket]]:
+    """`_listen`'s sockets, closed when the block ends."""
+    listeners = _listen(host, port, host_setting=host_setting, port_setting=port_setting)
+    try:
+        yield listeners
+    finally:
+        for sock in listeners:
+            sock.close()
 
 
 def _listen(host: str, port: int, *, host_setting: str, port_setting: str) -> list[socket.socket]:
@@ -309,10 +319,7 @@ def _run_emulator(port: int) -> int:
     from .demo import demo_emulator_state
     from .demo.onec_emulator import create_onec_emulator
 
-    listeners = _listen(LOOPBACK, port, host_setting="--port", port_setting="--port")
-    with contextlib.ExitStack() as cleanup:
-        for sock in listeners:
-            cleanup.callback(sock.close)
+    with _listening(LOOPBACK, port, host_setting="--port", port_setting="--port") as listeners:
         url = f"{_http_url(LOOPBACK, listeners)}/demo"
         print(f"demo 1C base: MCP_ONEC_URL={url}, user demo, password demo", file=sys.stderr)
         _serve(create_onec_emulator(demo_emulator_state()), listeners)

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import httpx
 
 from . import __version__
-from .config import Settings, require_onec_url
+from .config import DISCOVERY_PATHS, Settings, require_onec_url
 from .errors import (
     METHOD_NOT_FOUND,
     ConfigError,
@@ -80,7 +80,6 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
 MIB = 2**20
 # An error page is only shown as a 200-character excerpt: its first KB are enough.
 ERROR_BODY_LIMIT = 8 * 1024
-_DISCOVERY_PATHS: tuple[Literal["manifest", "health"], ...] = ("manifest", "health")
 KEEPALIVE_EXPIRY = 3.0  # seconds an idle connection to 1C is kept for reuse
 _POST_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 _BOM = b"\xef\xbb\xbf"
@@ -291,6 +290,8 @@ class OneCClient:
         # URL, headers, cookies and timeout anew for each request: a large share of a call's CPU).
         self._urls: dict[str, httpx.URL] = {}
         self._call_timeout = httpx.Timeout(timeout, connect=http.timeout.connect).as_dict()
+        self._post_headers = http.headers.copy()
+        self._post_headers.update(_POST_HEADERS)
         # The Cookie header per path, worked out from the jar (the stdlib's cookie matching is slow) and
         # forgotten whenever 1C sets a cookie or the jar is cleared.
         self._cookie_headers: dict[str, str] = {}
@@ -377,7 +378,7 @@ class OneCClient:
         """
         source: Literal["manifest", "health", "rpc"] = "rpc"
         caps = None
-        for path in _DISCOVERY_PATHS:
+        for path in DISCOVERY_PATHS:
             answer = await self._exchange("GET", path, f"GET {path}", retry=True, tolerate_4xx=True)
             if answer.is_success:
                 source = path
@@ -780,25 +781,28 @@ class OneCClient:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = self._http.build_request(verb, path).url
-        headers = self._http.headers.copy()
-        if content is not None:
-            headers.update(_POST_HEADERS)
-        if extra_headers:
-            headers.update(extra_headers)
         if probe_timeout is None:
             timeout = self._call_timeout
         else:
             connect = self._http.timeout.connect
             timeout = httpx.Timeout(probe_timeout, connect=min(connect or probe_timeout, probe_timeout)).as_dict()
-        if self._http.cookies:  # 1C's session cookie, once it has set one
-            cookie = self._cookie_headers.get(path)
-            if cookie is None:
-                probe = httpx.Request(verb, url)
-                self._http.cookies.set_cookie_header(probe)
-                cookie = self._cookie_headers[path] = probe.headers.get("Cookie", "")
+        cookie = self._cookie_for(path, url) if self._http.cookies else ""  # once 1C has set one
+        headers = self._post_headers if content is not None else self._http.headers
+        if extra_headers or cookie:  # httpx.Request copies the headers it is given: these are not changed
+            headers = headers.copy()
+            headers.update(extra_headers or {})
             if cookie:
                 headers["Cookie"] = cookie
         return httpx.Request(verb, url, headers=headers, content=content, extensions={"timeout": timeout})
+
+    def _cookie_for(self, path: str, url: httpx.URL) -> str:
+        """The Cookie header the jar gives `url`, worked out once per path until the jar changes."""
+        cookie = self._cookie_headers.get(path)
+        if cookie is None:
+            probe = httpx.Request("GET", url)
+            self._http.cookies.set_cookie_header(probe)
+            cookie = self._cookie_headers[path] = probe.headers.get("Cookie", "")
+        return cookie
 
     async def _read_body(self, response: httpx.Response, what: str) -> bytes:
         """A 2xx body up to `max_response_bytes`, else OneCResponseTooLarge; of any other, the first KB."""

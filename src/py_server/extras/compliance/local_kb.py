@@ -175,13 +175,16 @@ class IndexStats:
 
 def format_stats(stats: IndexStats) -> str:
     """One summary line, then one line for each file read in another encoding or skipped."""
+    return "\n".join([_summary(stats), *_file_lines(stats)])
+
+
+def _summary(stats: IndexStats) -> str:
     skipped = f", {len(stats.skipped)} skipped" if stats.skipped else ""
-    summary = (
+    return (
         f"Knowledge base {stats.source_dir} -> {stats.index}: {stats.files_indexed} file(s) indexed, "
         f"{stats.files_unchanged} unchanged, {stats.files_removed} removed{skipped}; {stats.documents} document(s), "
         f"{stats.chunks} chunk(s), version {stats.version}, {stats.elapsed_ms:.1f} ms"
     )
-    return "\n".join([summary, *_file_lines(stats)])
 
 
 def _file_lines(stats: IndexStats) -> list[str]:
@@ -339,8 +342,7 @@ def build_index(source_dir: Path, index_path: Path) -> IndexStats:
 
 def _log_stats(stats: IndexStats) -> None:
     """format_stats as log records: the summary, then one record per file (a warning if skipped)."""
-    summary, *_ = format_stats(stats).split("\n", 1)
-    logger.info("%s", summary)
+    logger.info("%s", _summary(stats))
     for name, encoding in stats.decoded:
         logger.info("knowledge base: %s read as %s", name, encoding)
     for name, reason in stats.skipped:
